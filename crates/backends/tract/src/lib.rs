@@ -1,0 +1,115 @@
+//! The embedded default backend: ONNX models run by tract, in pure Rust, with nothing installed.
+
+mod convert;
+mod signature;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor};
+use tract_onnx::prelude::*;
+
+/// Model file looked for in each version directory unless `parameters.model_file` says otherwise.
+pub const DEFAULT_MODEL_FILE: &str = "model.onnx";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TractBackend;
+
+impl TractBackend {
+    fn model_path(version_dir: &Path, config: &ModelConfig) -> PathBuf {
+        let file = config
+            .parameter("model_file")
+            .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_string());
+        version_dir.join(file)
+    }
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn platform(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {
+        Self::model_path(version_dir, config).is_file()
+    }
+
+    fn load(
+        &self,
+        version_dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<Box<dyn LoadedModel>, BackendError> {
+        let path = Self::model_path(version_dir, config);
+        let fail = |reason: String| BackendError::Load {
+            path: path.clone(),
+            reason,
+        };
+        let onnx = onnx_framework();
+        let proto = onnx
+            .proto_model_for_path(&path)
+            .map_err(|e| fail(format!("not a readable ONNX model: {e:#}")))?;
+        let missing = signature::unsupported_ops(&proto, &onnx);
+        if !missing.is_empty() {
+            return Err(BackendError::UnsupportedOperators {
+                path,
+                backend: "tract",
+                ops: missing.join(", "),
+            });
+        }
+        let declared = signature::declared(&proto).map_err(fail)?;
+        let mut model = onnx
+            .model_for_proto_model(&proto)
+            .map_err(|e| fail(format!("{e:#}")))?;
+        signature::fix_input_facts(&mut model, &declared).map_err(|e| fail(format!("{e:#}")))?;
+        let typed = model
+            .into_optimized()
+            .map_err(|e| fail(format!("cannot optimise the graph: {e:#}")))?;
+        let signature = signature::resolved(&declared, &typed).map_err(fail)?;
+        let plan = typed.into_runnable().map_err(|e| fail(format!("{e:#}")))?;
+        tracing::debug!(path = %path.display(), ?signature, "tract model ready");
+        Ok(Box::new(TractModel { plan, signature }))
+    }
+}
+
+/// The ONNX front end with tract's operators; operators of our own get registered here.
+fn onnx_framework() -> tract_onnx::Onnx {
+    tract_onnx::onnx()
+}
+
+struct TractModel {
+    plan: Arc<TypedRunnableModel>,
+    signature: ModelSignature,
+}
+
+impl LoadedModel for TractModel {
+    fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let inputs = inputs
+            .into_iter()
+            .zip(&self.signature.inputs)
+            .map(|(t, spec)| {
+                convert::to_tract(t)
+                    .map(TValue::from)
+                    .map_err(|e| BackendError::Inference(format!("input '{}': {e}", spec.name)))
+            })
+            .collect::<Result<TVec<_>, _>>()?;
+        let outputs = self
+            .plan
+            .run(inputs)
+            .map_err(|e| BackendError::Inference(format!("{e:#}")))?;
+        outputs
+            .iter()
+            .zip(&self.signature.outputs)
+            .map(|(t, spec)| {
+                convert::from_tract(t)
+                    .map_err(|e| BackendError::Inference(format!("output '{}': {e}", spec.name)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,49 @@
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BackendError, DataType, ModelConfig, Tensor};
+
+/// Name, element type and dimensions of one input or output; -1 marks a variable dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub dims: Vec<i64>,
+}
+
+/// What a loaded model takes and returns, with full shapes (batch dimension included).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelSignature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A model format runtime. Backends never see the wire protocols.
+pub trait Backend: Send + Sync {
+    /// Short name used in config.toml's `backend` field, e.g. `tract`.
+    fn name(&self) -> &'static str;
+
+    /// Triton-style platform reported in metadata, e.g. `onnx`.
+    fn platform(&self) -> &'static str;
+
+    /// Whether this backend can load the model in `version_dir` (looks at file names only).
+    fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool;
+
+    /// Loads and prepares the model once; the result serves many requests concurrently.
+    fn load(
+        &self,
+        version_dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<Box<dyn LoadedModel>, BackendError>;
+}
+
+/// One loaded model version.
+pub trait LoadedModel: Send + Sync {
+    fn signature(&self) -> &ModelSignature;
+
+    /// Runs the model. `inputs` follow `signature().inputs` in order and already match their
+    /// datatypes and shapes; the result follows `signature().outputs`.
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+}

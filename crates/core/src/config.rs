@@ -1,0 +1,193 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ConfigError, TensorSpec};
+
+/// Name of the optional per-model configuration file, beside the version directories.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Batch limit given to a model whose inputs all have a dynamic first dimension and whose
+/// config does not say otherwise.
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 64;
+
+/// One schema for every backend (`<repo>/<model>/config.toml`); names follow Triton's
+/// config.pbtxt so users can map theirs. Fields left out are inferred from the model file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Backend that runs the model; inferred from the model file when absent (`tract` for ONNX).
+    pub backend: Option<String>,
+    /// 0: the model has no batch dimension. >0: the first dimension of every input and output is
+    /// the batch, of at most this size, and `dims` below leave it out.
+    pub max_batch_size: Option<u32>,
+    #[serde(default)]
+    pub inputs: Vec<TensorSpec>,
+    #[serde(default)]
+    pub outputs: Vec<TensorSpec>,
+    /// Copies of the model that run requests in parallel.
+    pub instance_count: Option<u32>,
+    pub dynamic_batching: Option<DynamicBatching>,
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Backend-specific settings, e.g. `model_file` or thread counts.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicBatching {
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<u32>,
+    #[serde(default)]
+    pub max_queue_size: u32,
+    #[serde(default)]
+    pub default_timeout_us: u64,
+}
+
+/// Which of the version directories are served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionPolicy {
+    /// The n highest versions.
+    Latest(u32),
+    All,
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions to load out of those present, highest first.
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        let mut sorted = available.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        match self {
+            VersionPolicy::Latest(n) => sorted.into_iter().take(*n as usize).collect(),
+            VersionPolicy::All => sorted,
+            VersionPolicy::Specific(wanted) => {
+                sorted.into_iter().filter(|v| wanted.contains(v)).collect()
+            }
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Reads `dir/config.toml`; a missing file is an empty config (everything inferred).
+    pub fn load_from_dir(dir: &Path) -> Result<ModelConfig, ConfigError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        };
+        let config: ModelConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { path, message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let VersionPolicy::Latest(0) = self.version_policy {
+            return Err("version_policy latest needs at least 1 version".into());
+        }
+        if self.instance_count == Some(0) {
+            return Err("instance_count must be at least 1".into());
+        }
+        for (kind, specs) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for (i, spec) in specs.iter().enumerate() {
+                if specs[..i].iter().any(|s| s.name == spec.name) {
+                    return Err(format!("{kind} '{}' is declared twice", spec.name));
+                }
+                if let Some(d) = spec.dims.iter().find(|d| **d < -1) {
+                    return Err(format!(
+                        "{kind} '{}' has dimension {d}; use -1 for variable",
+                        spec.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A backend parameter as a string (TOML strings verbatim, other values as written).
+    pub fn parameter(&self, key: &str) -> Option<String> {
+        self.parameters.get(key).map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DataType;
+
+    #[test]
+    fn parses_full_config() {
+        let config: ModelConfig = toml::from_str(
+            r#"
+            backend = "tract"
+            max_batch_size = 8
+            instance_count = 2
+            version_policy = { specific = [1, 3] }
+            inputs = [{ name = "x", datatype = "FP32", dims = [4] }]
+            outputs = [{ name = "y", datatype = "TYPE_INT64", dims = [-1] }]
+            [dynamic_batching]
+            max_queue_delay_us = 100
+            preferred_batch_sizes = [4, 8]
+            [parameters]
+            model_file = "net.onnx"
+            threads = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.max_batch_size, Some(8));
+        assert_eq!(config.inputs[0].datatype, DataType::F32);
+        assert_eq!(config.outputs[0].datatype, DataType::I64);
+        assert_eq!(config.version_policy, VersionPolicy::Specific(vec![1, 3]));
+        assert_eq!(config.parameter("model_file").as_deref(), Some("net.onnx"));
+        assert_eq!(config.parameter("threads").as_deref(), Some("2"));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn policy_all_is_a_bare_string() {
+        let config: ModelConfig = toml::from_str(r#"version_policy = "all""#).unwrap();
+        assert_eq!(config.version_policy, VersionPolicy::All);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<ModelConfig>("max_batch = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_batch"), "{err}");
+    }
+
+    #[test]
+    fn version_policies_select() {
+        let available = [1, 3, 2, 10];
+        assert_eq!(VersionPolicy::default().select(&available), vec![10]);
+        assert_eq!(VersionPolicy::Latest(2).select(&available), vec![10, 3]);
+        assert_eq!(VersionPolicy::All.select(&available), vec![10, 3, 2, 1]);
+        assert_eq!(
+            VersionPolicy::Specific(vec![2, 7]).select(&available),
+            vec![2]
+        );
+    }
+}

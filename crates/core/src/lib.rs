@@ -1,0 +1,16 @@
+//! The stable centre of inferd: tensors, datatypes, model configuration and the backend boundary.
+//! No I/O beyond reading a config file, no async: every other crate depends on this one.
+
+mod backend;
+mod config;
+mod datatype;
+mod error;
+mod tensor;
+
+pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
+pub use config::{
+    CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, ModelConfig, VersionPolicy,
+};
+pub use datatype::DataType;
+pub use error::{BackendError, ConfigError};
+pub use tensor::{NamedTensor, Tensor, TensorData};
