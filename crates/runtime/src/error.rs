@@ -1,0 +1,43 @@
+/// Broad classes that front ends map to their protocol's status codes, each in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong; retrying it unchanged fails again.
+    InvalidArgument,
+    /// No such model or version.
+    NotFound,
+    /// The model exists but cannot serve now (not loaded, failed to load, shutting down).
+    Unavailable,
+    /// The server or the model failed.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("model '{model}' has no version {version}")]
+    UnknownVersion { model: String, version: String },
+    #[error("model '{model}' is not ready: {reason}")]
+    NotReady { model: String, reason: String },
+    #[error("model '{model}' version {version} failed: {message}")]
+    Inference {
+        model: String,
+        version: u64,
+        message: String,
+    },
+}
+
+impl RuntimeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuntimeError::InvalidInput(_) => ErrorKind::InvalidArgument,
+            RuntimeError::UnknownModel(_) | RuntimeError::UnknownVersion { .. } => {
+                ErrorKind::NotFound
+            }
+            RuntimeError::NotReady { .. } => ErrorKind::Unavailable,
+            RuntimeError::Inference { .. } => ErrorKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Model repository, lifecycle and request execution. Knows models and tensors, never wire
+//! formats: front ends hand it an [`InferRequest`] and get an [`InferResponse`] back.
+
+mod error;
+mod registry;
+mod repository;
+mod request;
+mod served;
+mod spec;
+
+pub use error::{ErrorKind, RuntimeError};
+pub use registry::{IndexEntry, ModelState, Readiness, Runtime};
+pub use request::{InferRequest, InferResponse};
+pub use served::ServedModel;
+pub use spec::ModelSpec;
