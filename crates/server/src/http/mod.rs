@@ -1,0 +1,93 @@
+//! The V2 REST front end (axum).
+
+mod body;
+mod health;
+mod infer;
+mod models;
+mod repository;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use inferd_runtime::Runtime;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Ready only when every model that should load is ready (Triton's default); otherwise
+    /// ready once loading has finished, whatever failed.
+    pub strict_readiness: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 64 << 20,
+            strict_readiness: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    runtime: Arc<Runtime>,
+    config: Arc<HttpConfig>,
+}
+
+pub fn router(runtime: Arc<Runtime>, config: HttpConfig) -> Router {
+    let state = AppState {
+        runtime,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/v2", get(health::server_metadata))
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .route("/v2/models/{model}", get(models::metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(models::metadata),
+        )
+        .route("/v2/models/{model}/ready", get(models::ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(models::ready),
+        )
+        .route("/v2/models/{model}/config", get(models::config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(models::config),
+        )
+        .route("/v2/models/{model}/infer", post(infer::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer::infer),
+        )
+        .route("/v2/repository/index", post(repository::index))
+        // Bodies are read by `body::read` with a limit of our own, answered in the protocol's shape.
+        .layer(DefaultBodyLimit::disable())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `app` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small responses must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
