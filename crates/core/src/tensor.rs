@@ -115,7 +115,7 @@ impl TensorData {
     /// length before each element.
     pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Result<TensorData, String> {
         if let Some(size) = datatype.byte_size()
-            && bytes.len() % size != 0
+            && !bytes.len().is_multiple_of(size)
         {
             return Err(format!(
                 "{} bytes is not a whole number of {datatype} elements ({size} bytes each)",

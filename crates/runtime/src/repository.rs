@@ -18,10 +18,11 @@ pub fn scan(repo: &Path) -> io::Result<Vec<ModelDir>> {
     for entry in std::fs::read_dir(repo)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !entry.file_type()?.is_dir() {
+        let path = entry.path();
+        // is_dir follows symlinks: linked model and version directories are common (mounted volumes).
+        if name.starts_with('.') || !path.is_dir() {
             continue;
         }
-        let path = entry.path();
         let versions = versions(&path)?;
         models.push(ModelDir {
             name,
@@ -37,7 +38,7 @@ fn versions(model_dir: &Path) -> io::Result<Vec<u64>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(model_dir)? {
         let entry = entry?;
-        if !entry.file_type()?.is_dir() {
+        if !entry.path().is_dir() {
             continue;
         }
         if let Some(v) = entry

@@ -129,16 +129,16 @@ fn merge(
             ));
         }
     }
-    if require_all && !declared.is_empty() {
-        if let Some(missing) = model
+    if require_all
+        && !declared.is_empty()
+        && let Some(missing) = model
             .iter()
             .find(|m| !declared.iter().any(|d| d.name == m.name))
-        {
-            return Err(format!(
-                "config lists {kind}s but not '{}', which the model needs",
-                missing.name
-            ));
-        }
+    {
+        return Err(format!(
+            "config lists {kind}s but not '{}', which the model needs",
+            missing.name
+        ));
     }
     Ok(model
         .into_iter()

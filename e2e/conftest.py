@@ -1,0 +1,137 @@
+"""Starts the real inferd binary on a free loopback port over a repository of the fixture models
+(plus broken ones) and hands tests its URL. Clients are the real tritonclient from PyPI."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+MODELS = ["iris_logreg", "iris_forest", "mlp", "two_io"]
+BODY_LIMIT = 1 << 20
+NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
+
+
+def binary():
+    path = Path(os.environ.get("INFERD_BIN", ROOT / "target" / "debug" / "inferd"))
+    if not path.exists():
+        pytest.exit(f"inferd binary not found at {path}; build it or set INFERD_BIN", returncode=2)
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expected(name):
+    return json.loads((FIXTURES / "expected" / f"{name}.json").read_text())
+
+
+def as_array(tensor):
+    return np.array(tensor["data"], dtype=NUMPY[tensor["datatype"]]).reshape(tensor["shape"])
+
+
+class Server:
+    def __init__(self, repo, log_path, *extra):
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        args = [binary(), "serve", "--model-repository", repo, "--http-port", str(self.port), *extra]
+        self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_loaded()
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(f"http://{self.url}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def post(self, path, body, headers=None):
+        request = urllib.request.Request(f"http://{self.url}{path}", data=body, headers=headers or {}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def wait_loaded(self, timeout=60):
+        """Until every model has left LOADING (loaded or failed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"inferd exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                status, _, body = self.post("/v2/repository/index", b"")
+                if status == 200 and all(m["state"] != "LOADING" for m in json.loads(body)):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"inferd did not finish loading in {timeout}s:\n{self.logs()}")
+
+    def logs(self):
+        if not self.log.closed:
+            self.log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def make_repository(path):
+    """Every fixture model, plus a garbage model file and a model with an unsupported operator."""
+    for name in MODELS:
+        shutil.copytree(FIXTURES / "models" / name, path / name)
+    (path / "garbage" / "1").mkdir(parents=True)
+    (path / "garbage" / "1" / "model.onnx").write_bytes(b"\x08\x07this is not an ONNX model")
+    shutil.copytree(FIXTURES / "broken" / "unsupported_op", path / "unsupported_op")
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    repo = make_repository(tmp_path_factory.mktemp("repo"))
+    srv = Server(repo, tmp_path_factory.mktemp("log") / "inferd.log", "--max-request-size", str(BODY_LIMIT))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def good_server(tmp_path_factory):
+    """A repository with only working models: readiness must be true."""
+    repo = tmp_path_factory.mktemp("good")
+    for name in MODELS:
+        shutil.copytree(FIXTURES / "models" / name, repo / name)
+    srv = Server(repo, tmp_path_factory.mktemp("log") / "good.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def client(server):
+    import tritonclient.http as httpclient
+
+    c = httpclient.InferenceServerClient(url=server.url)
+    yield c
+    c.close()
