@@ -51,7 +51,10 @@ pub struct IndexEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
+    /// Every model version that should serve does.
     pub ready: bool,
+    /// Some model version is still loading.
+    pub loading: bool,
     /// `model[/version]: reason` for everything that should serve and does not.
     pub not_ready: Vec<String>,
 }
@@ -295,8 +298,9 @@ impl Runtime {
 
     /// Ready when every model version that should be loaded is; says which are not and why.
     pub fn readiness(&self) -> Readiness {
-        let not_ready: Vec<String> = self
-            .index()
+        let index = self.index();
+        let loading = index.iter().any(|e| e.state == ModelState::Loading);
+        let not_ready: Vec<String> = index
             .into_iter()
             .filter(|e| e.state != ModelState::Ready)
             .map(|e| match (e.version, e.state) {
@@ -307,6 +311,7 @@ impl Runtime {
             .collect();
         Readiness {
             ready: not_ready.is_empty(),
+            loading,
             not_ready,
         }
     }

@@ -12,11 +12,10 @@ pub async fn live() -> Json<Value> {
 
 pub async fn ready(State(app): State<AppState>) -> Response {
     let readiness = app.runtime.readiness();
-    let loading = readiness.not_ready.iter().any(|r| r.ends_with(": loading"));
     let ready = if app.config.strict_readiness {
         readiness.ready
     } else {
-        !loading
+        !readiness.loading
     };
     if ready {
         return Json(json!({ "ready": true })).into_response();
