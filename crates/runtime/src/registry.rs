@@ -84,47 +84,25 @@ impl Runtime {
         let dirs = repository::scan(&self.repository)?;
         let mut loads = JoinSet::new();
         for dir in dirs {
-            let mut entry = ModelEntry::default();
-            match ModelConfig::load_from_dir(&dir.path) {
-                Err(e) => entry.problem = Some(e.to_string()),
-                Ok(config) => {
-                    let selected = config.version_policy.select(&dir.versions);
-                    if dir.versions.is_empty() {
-                        entry.problem = Some(format!(
-                            "no version directories in {} (expected {}/1/model.onnx)",
-                            dir.path.display(),
-                            dir.name
-                        ));
-                    } else if selected.is_empty() {
-                        entry.problem = Some(format!(
-                            "version policy {:?} selects none of the versions {:?}",
-                            config.version_policy, dir.versions
-                        ));
-                    }
-                    for version in selected {
-                        let slot = VersionSlot {
-                            state: ModelState::Loading,
-                            reason: String::new(),
-                            served: None,
-                        };
-                        entry.versions.insert(version, slot);
-                        let (runtime, name, path, config) = (
-                            Arc::clone(self),
-                            dir.name.clone(),
-                            dir.path.clone(),
-                            config.clone(),
-                        );
-                        loads.spawn_blocking(move || {
-                            let result = runtime.load_version(&name, &path, version, &config);
-                            runtime.finish_load(&name, version, result);
-                        });
-                    }
-                }
-            }
+            let (entry, config) = Self::plan(&dir);
             if let Some(problem) = &entry.problem {
                 tracing::error!(model = %dir.name, "model cannot be loaded: {problem}");
             }
-            self.write().insert(dir.name, entry);
+            let versions: Vec<u64> = entry.versions.keys().copied().collect();
+            // The entry is in the map before any load starts, so every load finds its slot.
+            self.write().insert(dir.name.clone(), entry);
+            for version in versions {
+                let (runtime, name, path, config) = (
+                    Arc::clone(self),
+                    dir.name.clone(),
+                    dir.path.clone(),
+                    config.clone(),
+                );
+                loads.spawn_blocking(move || {
+                    let result = runtime.load_version(&name, &path, version, &config);
+                    runtime.finish_load(&name, version, result);
+                });
+            }
         }
         while let Some(joined) = loads.join_next().await {
             if let Err(e) = joined {
@@ -132,6 +110,41 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// The entry for a model directory: its config and the versions to load, all `Loading`, or
+    /// the reason nothing can load.
+    fn plan(dir: &repository::ModelDir) -> (ModelEntry, ModelConfig) {
+        let mut entry = ModelEntry::default();
+        let config = match ModelConfig::load_from_dir(&dir.path) {
+            Ok(config) => config,
+            Err(e) => {
+                entry.problem = Some(e.to_string());
+                return (entry, ModelConfig::default());
+            }
+        };
+        let selected = config.version_policy.select(&dir.versions);
+        if dir.versions.is_empty() {
+            entry.problem = Some(format!(
+                "no version directories in {} (expected {}/1/model.onnx)",
+                dir.path.display(),
+                dir.name
+            ));
+        } else if selected.is_empty() {
+            entry.problem = Some(format!(
+                "version policy {:?} selects none of the versions {:?}",
+                config.version_policy, dir.versions
+            ));
+        }
+        for version in selected {
+            let slot = VersionSlot {
+                state: ModelState::Loading,
+                reason: String::new(),
+                served: None,
+            };
+            entry.versions.insert(version, slot);
+        }
+        (entry, config)
     }
 
     fn load_version(

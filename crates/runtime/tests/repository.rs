@@ -197,3 +197,16 @@ async fn requests_are_validated_with_named_inputs() {
     assert_eq!(only.outputs.len(), 1);
     assert_eq!(only.outputs[0].name, "probabilities");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_model_is_left_loading_after_load_repository() {
+    // Loads finish on other threads; each must find its slot however fast it is.
+    let repo = repository("loading");
+    for _ in 0..20 {
+        let runtime = Arc::new(Runtime::new(&repo, vec![Arc::new(TractBackend)]));
+        runtime.load_repository().await.unwrap();
+        let readiness = runtime.readiness();
+        assert!(!readiness.loading, "{:?}", readiness.not_ready);
+        assert_eq!(runtime.ready_versions("mlp"), [1]);
+    }
+}
