@@ -127,3 +127,14 @@ def test_oversize_body_gets_413_with_the_limit(server):
 def test_server_still_serves_after_errors(client):
     result = client.infer("iris_logreg", [iris_input()])
     assert result.as_numpy("probabilities").shape == (1, 3)
+
+
+def test_overflowing_shape_is_rejected(server):
+    body = json.dumps({"inputs": [{"name": "X", "shape": [2**40, 2**40], "datatype": "FP32", "data": [1.0]}]})
+    status, message = post_json(server, body.encode())
+    assert status == 400 and "input 'X'" in message and "more elements than can be addressed" in message
+    header = json.dumps({"inputs": [{"name": "X", "shape": [2**40, 2**40], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 16}}]}).encode()
+    status, _, raw = server.post("/v2/models/iris_logreg/infer", header + b"\0" * 16,
+                                 {"Inference-Header-Content-Length": str(len(header))})
+    assert status == 400 and "more than can be addressed" in json.loads(raw)["error"]

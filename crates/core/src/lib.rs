@@ -13,4 +13,4 @@ pub use config::{
 };
 pub use datatype::DataType;
 pub use error::{BackendError, ConfigError};
-pub use tensor::{NamedTensor, Tensor, TensorData};
+pub use tensor::{NamedTensor, Tensor, TensorData, element_count};

@@ -188,6 +188,11 @@ fn read_length_prefixed(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// Number of elements of `shape`, or `None` when it overflows (a hostile or mistaken shape).
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d))
+}
+
 /// A shaped tensor whose element count always matches its shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -197,7 +202,8 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
-        let expected: usize = shape.iter().product();
+        let expected = element_count(&shape)
+            .ok_or_else(|| format!("shape {shape:?} has more elements than can be addressed"))?;
         if expected != data.len() {
             return Err(format!(
                 "shape {shape:?} needs {expected} elements but {} were given",
@@ -290,5 +296,7 @@ mod tests {
         assert!(Tensor::new(vec![2, 2], TensorData::F32(vec![0.0; 4])).is_ok());
         let err = Tensor::new(vec![2, 3], TensorData::F32(vec![0.0; 4])).unwrap_err();
         assert!(err.contains("needs 6 elements but 4"), "{err}");
+        let err = Tensor::new(vec![1 << 40, 1 << 40], TensorData::F32(vec![])).unwrap_err();
+        assert!(err.contains("more elements than can be addressed"), "{err}");
     }
 }

@@ -90,6 +90,15 @@ impl ServedModel {
         let Some(requested) = requested else {
             return Ok((0..self.spec.outputs.len()).collect());
         };
+        if let Some(name) = requested
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| requested[..i].contains(n).then_some(n))
+        {
+            return Err(RuntimeError::InvalidInput(format!(
+                "output '{name}' is requested more than once"
+            )));
+        }
         requested
             .iter()
             .map(|name| {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use inferd_core::{DataType, NamedTensor, Tensor, TensorData};
+use inferd_core::{DataType, NamedTensor, Tensor, TensorData, element_count};
 use inferd_runtime::InferRequest;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -108,10 +108,12 @@ pub fn request(
                 let (bytes, rest) = binary.split_at(size);
                 binary = rest;
                 if let Some(width) = datatype.byte_size() {
-                    let expected = shape.iter().product::<usize>() * width;
-                    if expected != size {
+                    let expected = element_count(&shape).and_then(|n| n.checked_mul(width));
+                    if expected != Some(size) {
+                        let needs = expected
+                            .map_or("more than can be addressed".to_string(), |n| n.to_string());
                         return Err(fail(format!(
-                            "binary_data_size is {size} bytes but shape {shape:?} of {datatype} needs {expected}"
+                            "binary_data_size is {size} bytes but shape {shape:?} of {datatype} needs {needs}"
                         )));
                     }
                 }
