@@ -10,6 +10,6 @@ mod spec;
 
 pub use error::{ErrorKind, RuntimeError};
 pub use registry::{IndexEntry, ModelState, Readiness, Runtime};
-pub use request::{InferRequest, InferResponse};
+pub use request::{InferRequest, InferResponse, Parameter, Parameters};
 pub use served::ServedModel;
 pub use spec::ModelSpec;

@@ -37,8 +37,14 @@ impl ServedModel {
     }
 
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
-        let wanted = self.requested_outputs(request.outputs)?;
-        let inputs = self.ordered_inputs(request.inputs)?;
+        let InferRequest {
+            id,
+            inputs,
+            outputs,
+            ..
+        } = request;
+        let wanted = self.requested_outputs(outputs)?;
+        let inputs = self.ordered_inputs(inputs)?;
         let fail = |message: String| RuntimeError::Inference {
             model: self.spec.name.clone(),
             version: self.spec.version,
@@ -76,6 +82,7 @@ impl ServedModel {
             })
             .collect();
         Ok(InferResponse {
+            id,
             model_name: self.spec.name.clone(),
             model_version: self.spec.version,
             outputs,

@@ -118,12 +118,14 @@ async fn latest_version_serves_by_default() {
     let model = runtime.get("iris", None).unwrap();
     let response = model
         .infer(InferRequest {
+            id: "req-1".into(),
             inputs: vec![iris_input(3)],
-            outputs: None,
+            ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(response.model_version, 2);
+    assert_eq!(response.id, "req-1");
     let names: Vec<_> = response.outputs.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["label", "probabilities"]);
     assert_eq!(response.outputs[1].tensor.shape(), [3, 3]);
@@ -137,7 +139,11 @@ async fn requests_are_validated_with_named_inputs() {
         let model = Arc::clone(&model);
         async move {
             model
-                .infer(InferRequest { inputs, outputs })
+                .infer(InferRequest {
+                    inputs,
+                    outputs,
+                    ..Default::default()
+                })
                 .await
                 .unwrap_err()
                 .to_string()
@@ -191,6 +197,7 @@ async fn requests_are_validated_with_named_inputs() {
         .infer(InferRequest {
             inputs: vec![iris_input(1)],
             outputs: Some(vec!["probabilities".into()]),
+            ..Default::default()
         })
         .await
         .unwrap();

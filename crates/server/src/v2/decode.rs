@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use inferd_core::{DataType, NamedTensor, Tensor, TensorData, element_count};
-use inferd_runtime::InferRequest;
+use inferd_runtime::{InferRequest, Parameter, Parameters};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -42,7 +42,6 @@ struct OutputJson {
 /// How the response should be written.
 #[derive(Debug, Default)]
 pub struct ResponseFormat {
-    pub id: Option<String>,
     /// `binary_data_output` in the request parameters: every output binary by default.
     pub all_binary: bool,
     /// `binary_data` given on a requested output, which overrides the default for that output.
@@ -53,6 +52,35 @@ impl ResponseFormat {
     pub fn is_binary(&self, output: &str) -> bool {
         self.binary.get(output).copied().unwrap_or(self.all_binary)
     }
+}
+
+/// Request parameters as the runtime reads them; JSON scalars only.
+fn parameters(params: &Map<String, Value>) -> Result<Parameters, ApiError> {
+    params
+        .iter()
+        .map(|(key, value)| {
+            let p = match value {
+                Value::Bool(b) => Parameter::Bool(*b),
+                Value::String(s) => Parameter::String(s.clone()),
+                Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                    (Some(i), _, _) => Parameter::Int64(i),
+                    (None, Some(u), _) => Parameter::Uint64(u),
+                    (None, None, Some(f)) => Parameter::Double(f),
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "parameter '{key}' is not a usable number"
+                        )));
+                    }
+                },
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "parameter '{key}' must be a boolean, number or string, not {other}"
+                    )));
+                }
+            };
+            Ok((key.clone(), p))
+        })
+        .collect()
 }
 
 fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
@@ -140,7 +168,6 @@ pub fn request(
     }
 
     let mut format = ResponseFormat {
-        id: parsed.id,
         all_binary: flag(&parsed.parameters, "binary_data_output")?.unwrap_or(false),
         binary: HashMap::new(),
     };
@@ -163,7 +190,13 @@ pub fn request(
             Some(names)
         }
     };
-    Ok((InferRequest { inputs, outputs }, format))
+    let request = InferRequest {
+        id: parsed.id.unwrap_or_default(),
+        parameters: parameters(&parsed.parameters)?,
+        inputs,
+        outputs,
+    };
+    Ok((request, format))
 }
 
 #[cfg(test)]
@@ -185,7 +218,7 @@ mod tests {
             &TensorData::F32(vec![1.0, 2.0])
         );
         assert_eq!(req.outputs, Some(vec!["y".to_string()]));
-        assert_eq!(format.id.as_deref(), Some("7"));
+        assert_eq!(req.id, "7");
         assert!(format.is_binary("y"));
     }
 
@@ -198,6 +231,7 @@ mod tests {
         let (req, format) = request(&body, Some(header.len())).unwrap();
         assert_eq!(req.inputs[0].tensor.data(), &TensorData::I32(vec![1, 2]));
         assert!(format.is_binary("anything"));
+        assert_eq!(req.parameters["binary_data_output"], Parameter::Bool(true));
     }
 
     #[test]

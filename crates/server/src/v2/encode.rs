@@ -61,7 +61,7 @@ pub fn response(response: &InferResponse, format: &ResponseFormat) -> Response {
     let json = ResponseJson {
         model_name: &response.model_name,
         model_version: response.model_version.to_string(),
-        id: format.id.as_deref(),
+        id: (!response.id.is_empty()).then_some(response.id.as_str()),
         outputs,
     };
     let mut body = Vec::with_capacity(256 + binary_len);
