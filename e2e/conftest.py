@@ -28,10 +28,16 @@ def binary():
     return path
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free loopback ports (held open together so they cannot repeat)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def expected(name):
@@ -44,11 +50,13 @@ def as_array(tensor):
 
 class Server:
     def __init__(self, repo, log_path, *extra):
-        self.port = free_port()
+        self.port, self.grpc_port = free_ports(2)
         self.url = f"127.0.0.1:{self.port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        args = [binary(), "serve", "--model-repository", repo, "--http-port", str(self.port), *extra]
+        args = [binary(), "serve", "--model-repository", repo, "--http-port", self.port, "--grpc-port", self.grpc_port,
+                *extra]
         self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_loaded()
 
@@ -133,5 +141,14 @@ def client(server):
     import tritonclient.http as httpclient
 
     c = httpclient.InferenceServerClient(url=server.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def grpc_client(server):
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(url=server.grpc_url)
     yield c
     c.close()

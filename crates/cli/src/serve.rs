@@ -5,7 +5,8 @@ use std::sync::Arc;
 use clap::Args;
 use inferd_backend_tract::TractBackend;
 use inferd_runtime::Runtime;
-use inferd_server::HttpConfig;
+use inferd_server::ServerConfig;
+use tokio::sync::watch;
 
 use crate::logging::{self, LogFormat};
 use crate::size::parse_size;
@@ -24,7 +25,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_HTTP_PORT", default_value_t = 8000)]
     http_port: u16,
 
-    /// Largest request body accepted (e.g. 64MiB); larger requests get 413.
+    /// Port of the gRPC endpoint (inference.GRPCInferenceService and grpc.health.v1.Health).
+    #[arg(long, env = "INFERD_GRPC_PORT", default_value_t = 8001)]
+    grpc_port: u16,
+
+    /// Largest HTTP request body or gRPC message accepted (e.g. 64MiB); larger ones get 413
+    /// (HTTP) or RESOURCE_EXHAUSTED (gRPC).
     #[arg(long, env = "INFERD_MAX_REQUEST_SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_request_size: usize,
 
@@ -59,16 +65,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         &args.model_repository,
         vec![Arc::new(TractBackend)],
     ));
-    let addr = SocketAddr::new(args.host, args.http_port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let config = HttpConfig {
-        max_body_bytes: args.max_request_size,
+    let bind = |port: u16| async move {
+        let addr = SocketAddr::new(args.host, port);
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let http_listener = bind(args.http_port).await?;
+    let grpc_listener = bind(args.grpc_port).await?;
+    let config = ServerConfig {
+        max_message_bytes: args.max_request_size,
         strict_readiness: args.strict_readiness,
     };
-    let app = inferd_server::router(Arc::clone(&runtime), config);
-    tracing::info!(%addr, repository = %args.model_repository.display(), "HTTP endpoint listening");
+    let app = inferd_server::router(Arc::clone(&runtime), config.clone());
+    tracing::info!(
+        http = %SocketAddr::new(args.host, args.http_port),
+        grpc = %SocketAddr::new(args.host, args.grpc_port),
+        repository = %args.model_repository.display(),
+        "endpoints listening"
+    );
 
     // Serve health and metadata while models load; readiness reports the loading state.
     let loader = Arc::clone(&runtime);
@@ -88,9 +103,27 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     });
 
-    inferd_server::serve(listener, app, shutdown_signal())
-        .await
-        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    // One signal stops both endpoints; each finishes its in-flight requests.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let http = async {
+        inferd_server::serve_http(http_listener, app, stopped(stop_rx.clone()))
+            .await
+            .map_err(|e| format!("HTTP server failed: {e}"))
+    };
+    let grpc = inferd_server::serve_grpc(
+        grpc_listener,
+        Arc::clone(&runtime),
+        config,
+        stopped(stop_rx.clone()),
+    );
+    tokio::try_join!(http, grpc)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -32,6 +32,21 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The one place runtime errors become gRPC status codes.
+pub fn grpc_code_of(kind: ErrorKind) -> tonic::Code {
+    match kind {
+        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorKind::NotFound => tonic::Code::NotFound,
+        ErrorKind::Unavailable => tonic::Code::Unavailable,
+        ErrorKind::Internal => tonic::Code::Internal,
+    }
+}
+
+/// gRPC status of a runtime error.
+pub fn grpc_status(e: &RuntimeError) -> tonic::Status {
+    tonic::Status::new(grpc_code_of(e.kind()), e.to_string())
+}
+
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> ApiError {
         ApiError::new(status_of(e.kind()), e.to_string())

@@ -1,9 +1,13 @@
 //! Protocol front ends. They turn wire formats into the runtime's requests and back, enforce
 //! limits, and never know which backend runs a model.
 
+mod config;
 mod error;
+mod grpc;
 mod http;
 mod v2;
 
+pub use config::ServerConfig;
 pub use error::ApiError;
-pub use http::{HttpConfig, router, serve};
+pub use grpc::serve_grpc;
+pub use http::{router, serve_http};

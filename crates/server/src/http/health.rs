@@ -5,33 +5,29 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::config;
 
 pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
 pub async fn ready(State(app): State<AppState>) -> Response {
-    let readiness = app.runtime.readiness();
-    let ready = if app.config.strict_readiness {
-        readiness.ready
-    } else {
-        !readiness.loading
-    };
+    let (ready, not_ready) = config::readiness(&app.runtime, &app.config);
     if ready {
         return Json(json!({ "ready": true })).into_response();
     }
     let body = json!({
         "ready": false,
-        "error": format!("not ready: {}", readiness.not_ready.join("; ")),
-        "not_ready": readiness.not_ready,
+        "error": format!("not ready: {}", not_ready.join("; ")),
+        "not_ready": not_ready,
     });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
-        "name": "inferd",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_configuration"],
+        "name": config::SERVER_NAME,
+        "version": config::SERVER_VERSION,
+        "extensions": config::EXTENSIONS,
     }))
 }

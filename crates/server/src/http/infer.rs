@@ -14,7 +14,7 @@ pub async fn infer(
     headers: HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = body::read(&headers, request_body, app.config.max_body_bytes).await?;
+    let bytes = body::read(&headers, request_body, app.config.max_message_bytes).await?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(

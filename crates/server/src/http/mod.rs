@@ -16,31 +16,15 @@ use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Largest request body accepted; larger ones get 413.
-    pub max_body_bytes: usize,
-    /// Ready only when every model that should load is ready (Triton's default); otherwise
-    /// ready once loading has finished, whatever failed.
-    pub strict_readiness: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            max_body_bytes: 64 << 20,
-            strict_readiness: true,
-        }
-    }
-}
+use crate::ServerConfig;
 
 #[derive(Clone)]
 struct AppState {
     runtime: Arc<Runtime>,
-    config: Arc<HttpConfig>,
+    config: Arc<ServerConfig>,
 }
 
-pub fn router(runtime: Arc<Runtime>, config: HttpConfig) -> Router {
+pub fn router(runtime: Arc<Runtime>, config: ServerConfig) -> Router {
     let state = AppState {
         runtime,
         config: Arc::new(config),
@@ -77,7 +61,7 @@ pub fn router(runtime: Arc<Runtime>, config: HttpConfig) -> Router {
 }
 
 /// Serves `app` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
+pub async fn serve_http(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -21,7 +21,7 @@ pub async fn index(
     headers: HeaderMap,
     request_body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body::read(&headers, request_body, app.config.max_body_bytes).await?;
+    let body = body::read(&headers, request_body, app.config.max_message_bytes).await?;
     let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
     } else {

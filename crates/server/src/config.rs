@@ -1,0 +1,37 @@
+//! Settings and answers both protocol front ends share, so HTTP and gRPC cannot disagree.
+
+use inferd_runtime::Runtime;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest HTTP request body or gRPC message accepted.
+    pub max_message_bytes: usize,
+    /// Ready only when every model that should load is ready (Triton's default); otherwise
+    /// ready once loading has finished, whatever failed.
+    pub strict_readiness: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_message_bytes: 64 << 20,
+            strict_readiness: true,
+        }
+    }
+}
+
+pub const SERVER_NAME: &str = "inferd";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Protocol extensions both front ends implement.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+
+/// Server readiness under `config`, with what is not ready and why.
+pub fn readiness(runtime: &Runtime, config: &ServerConfig) -> (bool, Vec<String>) {
+    let r = runtime.readiness();
+    let ready = if config.strict_readiness {
+        r.ready
+    } else {
+        !r.loading
+    };
+    (ready, r.not_ready)
+}

@@ -1,0 +1,51 @@
+//! The gRPC front end: `inference.GRPCInferenceService` (Triton's wire format) and
+//! `grpc.health.v1.Health`, on the same runtime as HTTP.
+
+mod convert;
+mod health;
+mod limit;
+mod model_config;
+mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use inferd_runtime::Runtime;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::ServerConfig;
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    runtime: Arc<Runtime>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let limit = config.max_message_bytes;
+    let config = Arc::new(config);
+    let inference = pb::grpc_inference_service_server::GrpcInferenceServiceServer::new(
+        service::InferenceService::new(Arc::clone(&runtime), Arc::clone(&config)),
+    )
+    // Our own layer enforces the limit with RESOURCE_EXHAUSTED; tonic's would say OUT_OF_RANGE.
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
+    let health = tonic_health::pb::health_server::HealthServer::new(health::HealthService::new(
+        runtime, config,
+    ));
+    let incoming = TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(limit::MessageLimitLayer::new(limit))
+        .add_service(inference)
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| format!("gRPC server failed: {e}"))
+}

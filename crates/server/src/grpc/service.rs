@@ -1,0 +1,232 @@
+//! `inference.GRPCInferenceService`: each RPC translates and calls the runtime.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use inferd_runtime::{ModelState, Runtime};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::pb::grpc_inference_service_server::GrpcInferenceService;
+use super::{convert, model_config, pb};
+use crate::config::{self, ServerConfig};
+use crate::error::grpc_status;
+
+/// Responses a stream may have waiting for the client before inference pauses.
+const STREAM_BUFFER: usize = 64;
+
+pub struct InferenceService {
+    runtime: Arc<Runtime>,
+    config: Arc<ServerConfig>,
+}
+
+impl InferenceService {
+    pub fn new(runtime: Arc<Runtime>, config: Arc<ServerConfig>) -> Self {
+        InferenceService { runtime, config }
+    }
+}
+
+fn version(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+async fn infer(
+    runtime: &Runtime,
+    wire: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, Status> {
+    let model = runtime
+        .get(&wire.model_name, version(&wire.model_version))
+        .map_err(|e| grpc_status(&e))?;
+    let (request, raw) = convert::request(wire)?;
+    let response = model.infer(request).await.map_err(|e| grpc_status(&e))?;
+    Ok(convert::response(response, raw))
+}
+
+/// A stream error answered in the stream: the error text, and the request's id and model so
+/// the client can tell which request failed.
+fn stream_error(
+    status: &Status,
+    id: String,
+    model_name: String,
+    model_version: String,
+) -> pb::ModelStreamInferResponse {
+    pb::ModelStreamInferResponse {
+        error_message: status.message().to_string(),
+        infer_response: Some(pb::ModelInferResponse {
+            model_name,
+            model_version,
+            id,
+            ..Default::default()
+        }),
+    }
+}
+
+type InferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        let (ready, _) = config::readiness(&self.runtime, &self.config);
+        Ok(Response::new(pb::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = request.get_ref();
+        let ready = self.runtime.get(&r.name, version(&r.version)).is_ok();
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: config::SERVER_NAME.to_string(),
+            version: config::SERVER_VERSION.to_string(),
+            extensions: config::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = request.get_ref();
+        let model = self
+            .runtime
+            .get(&r.name, version(&r.version))
+            .map_err(|e| grpc_status(&e))?;
+        let versions = self.runtime.ready_versions(&r.name);
+        Ok(Response::new(model_config::metadata(
+            model.spec(),
+            &versions,
+        )))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        infer(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    /// Each request is answered by one response, in completion order, carrying its id; a bad
+    /// request is answered with `error_message` and the stream goes on.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let mut inbound = request.into_inner();
+        let runtime = Arc::clone(&self.runtime);
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            while let Some(next) = inbound.next().await {
+                let wire = match next {
+                    Ok(wire) => wire,
+                    // The transport failed or a message broke the limit: end the stream with it.
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let (runtime, tx) = (Arc::clone(&runtime), tx.clone());
+                tokio::spawn(async move {
+                    let (id, name, version) = (
+                        wire.id.clone(),
+                        wire.model_name.clone(),
+                        wire.model_version.clone(),
+                    );
+                    let answer = match infer(&runtime, wire).await {
+                        Ok(response) => pb::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(response),
+                        },
+                        Err(status) => stream_error(&status, id, name, version),
+                    };
+                    let _ = tx.send(Ok(answer)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = request.get_ref();
+        let model = self
+            .runtime
+            .get(&r.name, version(&r.version))
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(model_config::config(model.spec())),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        _: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        Err(Status::unimplemented(
+            "model statistics are not implemented yet (observability issue)",
+        ))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let ready_only = request.get_ref().ready;
+        let models = self
+            .runtime
+            .index()
+            .into_iter()
+            .filter(|e| !ready_only || e.state == ModelState::Ready)
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version.map(|v| v.to_string()).unwrap_or_default(),
+                state: e.state.as_str().to_string(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        _: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        Err(Status::unimplemented(
+            "explicit model load is not implemented yet (model lifecycle issue)",
+        ))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        _: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        Err(Status::unimplemented(
+            "explicit model unload is not implemented yet (model lifecycle issue)",
+        ))
+    }
+}
