@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::ServerConfig;
 
@@ -39,9 +38,10 @@ pub async fn serve_grpc(
     let health = tonic_health::pb::health_server::HealthServer::new(health::HealthService::new(
         runtime, config,
     ));
-    let incoming = TcpListenerStream::new(listener);
+    // Small responses must not wait for Nagle's algorithm (the builder's tcp_nodelay only
+    // applies to listeners tonic binds itself).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .layer(limit::MessageLimitLayer::new(limit))
         .add_service(inference)
         .add_service(health)
