@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-MODELS = ["iris_logreg", "iris_forest", "mlp", "two_io"]
+MODELS = sorted(p.name for p in (FIXTURES / "models").iterdir())
 BODY_LIMIT = 1 << 20
 NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 

@@ -6,7 +6,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURES, Server, make_repository
+from conftest import FIXTURES, MODELS, Server, make_repository
 
 
 def test_liveness_and_server_metadata(client):
@@ -45,7 +45,7 @@ def test_model_readiness(client):
 
 def test_broken_models_leave_the_rest_ready(server, client):
     index = {m["name"]: m for m in client.get_model_repository_index()}
-    for name in ["iris_logreg", "iris_forest", "mlp", "two_io"]:
+    for name in MODELS:
         assert index[name]["state"] == "READY", index[name]
     assert index["garbage"]["state"] == "UNAVAILABLE"
     assert "not a readable ONNX model" in index["garbage"]["reason"]

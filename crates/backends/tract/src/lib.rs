@@ -1,7 +1,9 @@
 //! The embedded default backend: ONNX models run by tract, in pure Rust, with nothing installed.
 
 mod convert;
+mod ops;
 mod signature;
+mod zipmap;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,9 +50,15 @@ impl Backend for TractBackend {
             reason,
         };
         let onnx = onnx_framework();
-        let proto = onnx
+        let mut proto = onnx
             .proto_model_for_path(&path)
             .map_err(|e| fail(format!("not a readable ONNX model: {e:#}")))?;
+        for output in zipmap::replace_with_tensors(&mut proto) {
+            tracing::warn!(
+                path = %path.display(),
+                "ZipMap output '{output}' is served as a FP32 tensor [batch, classes]: the protocol has no maps"
+            );
+        }
         let missing = signature::unsupported_ops(&proto, &onnx);
         if !missing.is_empty() {
             return Err(BackendError::UnsupportedOperators {
@@ -74,9 +82,11 @@ impl Backend for TractBackend {
     }
 }
 
-/// The ONNX front end with tract's operators; operators of our own get registered here.
+/// The ONNX front end with tract's operators plus the ONNX-ML ones of our own.
 fn onnx_framework() -> tract_onnx::Onnx {
-    tract_onnx::onnx()
+    let mut onnx = tract_onnx::onnx();
+    ops::register(&mut onnx.op_register);
+    onnx
 }
 
 struct TractModel {

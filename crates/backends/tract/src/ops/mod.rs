@@ -1,0 +1,60 @@
+//! ONNX-ML operators that scikit-learn exports and tract does not implement, registered with
+//! tract's ONNX loader. Each follows the ONNX-ML operator specification and wires tract's own
+//! typed ops where it can, so tract optimises them like any other graph.
+
+mod binarizer;
+mod imputer;
+mod scaler;
+mod tree_regressor;
+
+use tract_onnx::model::OnnxOpRegister;
+
+pub fn register(reg: &mut OnnxOpRegister) {
+    reg.insert("Binarizer", binarizer::build);
+    reg.insert("Imputer", imputer::build);
+    reg.insert("Scaler", scaler::build);
+    reg.insert("TreeEnsembleRegressor", tree_regressor::build);
+}
+
+use tract_hir::internal::*;
+
+/// `x` as f32 (the ONNX-ML operators compute in float whatever their input type).
+pub(crate) fn wire_f32(prefix: &str, model: &mut TypedModel, x: OutletId) -> TractResult<OutletId> {
+    if model.outlet_fact(x)?.datum_type == f32::datum_type() {
+        return Ok(x);
+    }
+    Ok(model.wire_node(
+        format!("{prefix}.to_f32"),
+        tract_core::ops::cast::cast(f32::datum_type()),
+        &[x],
+    )?[0])
+}
+
+/// A per-feature constant: one value for every feature, or one per feature (last axis).
+pub(crate) fn feature_const(
+    prefix: &str,
+    name: &str,
+    model: &mut TypedModel,
+    values: &[f32],
+) -> TractResult<OutletId> {
+    model.add_const(format!("{prefix}.{name}"), rctensor1(values))
+}
+
+/// Float attributes as op state: tract ops must hash and compare, and f32 does neither.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Floats(pub Vec<f32>);
+
+impl Eq for Floats {}
+
+impl std::hash::Hash for Floats {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.iter().for_each(|v| v.to_bits().hash(state))
+    }
+}
+
+/// A comparison as a typed op.
+pub(crate) fn comparison(
+    op: Box<dyn tract_core::ops::binary::BinMiniOp>,
+) -> tract_core::ops::binary::TypedBinOp {
+    tract_core::ops::binary::TypedBinOp(op, None)
+}
