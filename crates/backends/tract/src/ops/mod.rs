@@ -4,7 +4,10 @@
 
 mod binarizer;
 mod imputer;
+mod post_transform;
+mod row_kernel;
 mod scaler;
+mod svm;
 mod tree_regressor;
 
 use tract_onnx::model::OnnxOpRegister;
@@ -13,6 +16,8 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Binarizer", binarizer::build);
     reg.insert("Imputer", imputer::build);
     reg.insert("Scaler", scaler::build);
+    reg.insert("SVMClassifier", svm::build_classifier);
+    reg.insert("SVMRegressor", svm::build_regressor);
     reg.insert("TreeEnsembleRegressor", tree_regressor::build);
 }
 
