@@ -45,6 +45,9 @@ def expected(name):
 
 
 def as_array(tensor):
+    if tensor["datatype"] == "BYTES":
+        return np.array([s.encode() for s in tensor["data"]], dtype=np.object_).reshape(tensor["shape"])
+    # None (JSON's stand-in for NaN) becomes NaN in a float array.
     return np.array(tensor["data"], dtype=NUMPY[tensor["datatype"]]).reshape(tensor["shape"])
 
 

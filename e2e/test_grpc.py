@@ -48,7 +48,7 @@ def test_raw_contents_match_onnxruntime(grpc_client, model, batch):
     assert_matches(model, batch, result.as_numpy)
 
 
-TYPED_FIELD = {"FP32": "fp32_contents", "INT64": "int64_contents"}
+TYPED_FIELD = {"FP32": "fp32_contents", "INT64": "int64_contents", "BYTES": "bytes_contents"}
 NUMPY = {"FP32": np.float32, "INT64": np.int64}
 
 

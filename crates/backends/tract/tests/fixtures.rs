@@ -17,8 +17,12 @@ struct Expected {
 struct JsonTensor {
     datatype: String,
     shape: Vec<usize>,
-    /// JSON has no NaN: missing values are null.
-    data: Vec<Option<f64>>,
+    /// Numbers, strings for BYTES; JSON has no NaN, so missing values are null.
+    data: Vec<serde_json::Value>,
+}
+
+fn number(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
 }
 
 impl JsonTensor {
@@ -27,12 +31,17 @@ impl JsonTensor {
         let mut shape = self.shape.clone();
         let per_row: usize = shape[1..].iter().product();
         shape[0] = rows;
-        let data = self.data[..rows * per_row]
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN));
+        let values = &self.data[..rows * per_row];
+        let data = values.iter().map(number);
         let data = match self.datatype.parse::<DataType>().unwrap() {
             DataType::F32 => TensorData::F32(data.map(|v| v as f32).collect()),
             DataType::I64 => TensorData::I64(data.map(|v| v as i64).collect()),
+            DataType::Bytes => TensorData::Bytes(
+                values
+                    .iter()
+                    .map(|v| v.as_str().unwrap().as_bytes().to_vec())
+                    .collect(),
+            ),
             other => panic!("fixture datatype {other} not handled"),
         };
         Tensor::new(shape, data).unwrap()
@@ -77,10 +86,7 @@ fn check_model(name: &str) {
             );
             assert_eq!(got.shape()[0], batch, "{name}.{}", spec.name);
             assert_eq!(got.shape()[1..], want.shape[1..], "{name}.{}", spec.name);
-            let want: Vec<f64> = want.data[..got.data().len()]
-                .iter()
-                .map(|v| v.unwrap_or(f64::NAN))
-                .collect();
+            let want: Vec<f64> = want.data[..got.data().len()].iter().map(number).collect();
             for (i, (g, w)) in as_f64(got).iter().zip(&want).enumerate() {
                 // 1e-5, relative beyond magnitude 10: one f32 ulp at 217 is already 1.5e-5.
                 assert!(

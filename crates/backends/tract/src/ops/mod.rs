@@ -4,6 +4,7 @@
 
 mod binarizer;
 mod imputer;
+mod one_hot_encoder;
 mod post_transform;
 mod row_kernel;
 mod scaler;
@@ -15,6 +16,7 @@ use tract_onnx::model::OnnxOpRegister;
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Binarizer", binarizer::build);
     reg.insert("Imputer", imputer::build);
+    reg.insert("OneHotEncoder", one_hot_encoder::build);
     reg.insert("Scaler", scaler::build);
     reg.insert("SVMClassifier", svm::build_classifier);
     reg.insert("SVMRegressor", svm::build_regressor);
