@@ -72,9 +72,10 @@ impl Backend for TractBackend {
             .model_for_proto_model(&proto)
             .map_err(|e| fail(format!("{e:#}")))?;
         signature::fix_input_facts(&mut model, &declared).map_err(|e| fail(format!("{e:#}")))?;
-        let typed = model
+        let mut typed = model
             .into_optimized()
             .map_err(|e| fail(format!("cannot optimise the graph: {e:#}")))?;
+        ops::replace_tract_kernels(&mut typed).map_err(|e| fail(format!("{e:#}")))?;
         let signature = signature::resolved(&declared, &typed).map_err(fail)?;
         let plan = typed.into_runnable().map_err(|e| fail(format!("{e:#}")))?;
         tracing::debug!(path = %path.display(), ?signature, "tract model ready");

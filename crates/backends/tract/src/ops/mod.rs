@@ -2,8 +2,12 @@
 //! tract's ONNX loader. Each follows the ONNX-ML operator specification and wires tract's own
 //! typed ops where it can, so tract optimises them like any other graph.
 
+mod array_feature_extractor;
 mod binarizer;
+mod fast_trees;
+mod feature_vectorizer;
 mod imputer;
+mod label_encoder;
 mod one_hot_encoder;
 mod post_transform;
 mod row_kernel;
@@ -11,11 +15,15 @@ mod scaler;
 mod svm;
 mod tree_regressor;
 
+pub use fast_trees::replace_tract_kernels;
 use tract_onnx::model::OnnxOpRegister;
 
 pub fn register(reg: &mut OnnxOpRegister) {
+    reg.insert("ArrayFeatureExtractor", array_feature_extractor::build);
     reg.insert("Binarizer", binarizer::build);
+    reg.insert("FeatureVectorizer", feature_vectorizer::build);
     reg.insert("Imputer", imputer::build);
+    reg.insert("LabelEncoder", label_encoder::build);
     reg.insert("OneHotEncoder", one_hot_encoder::build);
     reg.insert("Scaler", scaler::build);
     reg.insert("SVMClassifier", svm::build_classifier);

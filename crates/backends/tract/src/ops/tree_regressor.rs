@@ -9,7 +9,7 @@ use tract_hir::ops::logic::wire_with_rank_broadcast;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx_opl::ml::tree_ensemble_classifier::{
-    Cmp, TreeEnsemble, TreeEnsembleClassifier as TreeKernel, TreeEnsembleData, parse_aggregate,
+    Cmp, TreeEnsemble, TreeEnsembleData, parse_aggregate,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -289,13 +289,8 @@ impl Expansion for TreeEnsembleRegressor {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let mut y = model.wire_node(
-            format!("{prefix}.trees"),
-            TreeKernel {
-                ensemble: self.ensemble.clone(),
-            },
-            inputs,
-        )?[0];
+        let trees = super::fast_trees::FastTrees::from_ensemble(&self.ensemble)?;
+        let mut y = model.wire_node(format!("{prefix}.trees"), trees, inputs)?[0];
         if let Some(base) = &self.base_values {
             let base = model.add_const(format!("{prefix}.base"), rctensor1(base))?;
             y = wire_with_rank_broadcast(
