@@ -59,6 +59,7 @@ impl Backend for TractBackend {
                 "ZipMap output '{output}' is served as a FP32 tensor [batch, classes]: the protocol has no maps"
             );
         }
+        ops::split_unsupported_post_transforms(&mut proto);
         let missing = signature::unsupported_ops(&proto, &onnx);
         if !missing.is_empty() {
             return Err(BackendError::UnsupportedOperators {

@@ -10,12 +10,14 @@ mod imputer;
 mod label_encoder;
 mod one_hot_encoder;
 mod post_transform;
+mod post_transform_op;
 mod row_kernel;
 mod scaler;
 mod svm;
 mod tree_regressor;
 
 pub use fast_trees::replace_tract_kernels;
+pub use post_transform_op::split_unsupported as split_unsupported_post_transforms;
 use tract_onnx::model::OnnxOpRegister;
 
 pub fn register(reg: &mut OnnxOpRegister) {
@@ -25,6 +27,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Imputer", imputer::build);
     reg.insert("LabelEncoder", label_encoder::build);
     reg.insert("OneHotEncoder", one_hot_encoder::build);
+    reg.insert(post_transform_op::OP_TYPE, post_transform_op::build);
     reg.insert("Scaler", scaler::build);
     reg.insert("SVMClassifier", svm::build_classifier);
     reg.insert("SVMRegressor", svm::build_regressor);

@@ -8,16 +8,12 @@ use tract_hir::internal::*;
 use tract_hir::ops::logic::wire_with_rank_broadcast;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
+
+use super::post_transform::PostTransform;
+use super::post_transform_op::PostTransformOp;
 use tract_onnx_opl::ml::tree_ensemble_classifier::{
     Cmp, TreeEnsemble, TreeEnsembleData, parse_aggregate,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum PostTransform {
-    None,
-    Logistic,
-    Softmax,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 struct TreeEnsembleRegressor {
@@ -96,15 +92,10 @@ pub fn build(
         node.get_attr_opt::<&str>("aggregate_function")?
             .unwrap_or("SUM"),
     )?;
-    let post_transform = match node
-        .get_attr_opt::<&str>("post_transform")?
-        .unwrap_or("NONE")
-    {
-        "NONE" => PostTransform::None,
-        "LOGISTIC" => PostTransform::Logistic,
-        "SOFTMAX" => PostTransform::Softmax,
-        other => bail!("TreeEnsembleRegressor post_transform {other} is not supported yet"),
-    };
+    let post_transform = PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )?;
     let base_values = floats(node, "base_values")?.filter(|v| !v.is_empty());
     if let Some(b) = &base_values {
         ensure!(
@@ -300,23 +291,24 @@ impl Expansion for TreeEnsembleRegressor {
                 &[y, base],
             )?[0];
         }
-        match self.post_transform {
-            PostTransform::None => {}
-            PostTransform::Logistic => {
-                y = model.wire_node(
-                    format!("{prefix}.logistic"),
-                    tract_core::ops::nn::sigmoid(),
-                    &[y],
-                )?[0];
-            }
-            PostTransform::Softmax => {
-                y = tract_hir::ops::nn::LayerSoftmax::new(1, false).wire(
-                    &format!("{prefix}.softmax"),
-                    model,
-                    &[y],
-                )?[0];
-            }
-        }
+        y = match self.post_transform {
+            PostTransform::None => y,
+            PostTransform::Logistic => model.wire_node(
+                format!("{prefix}.logistic"),
+                tract_core::ops::nn::sigmoid(),
+                &[y],
+            )?[0],
+            PostTransform::Softmax => tract_hir::ops::nn::LayerSoftmax::new(1, false).wire(
+                &format!("{prefix}.softmax"),
+                model,
+                &[y],
+            )?[0],
+            other => model.wire_node(
+                format!("{prefix}.post_transform"),
+                PostTransformOp(other),
+                &[y],
+            )?[0],
+        };
         Ok(tvec!(y))
     }
 }
