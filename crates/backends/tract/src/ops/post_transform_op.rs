@@ -112,11 +112,12 @@ impl EvalOp for PostTransformOp {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let mut scores = args_1!(inputs).into_tensor();
         let width = scores.shape().last().copied().unwrap_or(1).max(1);
-        let mut view = scores.try_as_plain_ram_mut()?;
-        view.as_slice_mut::<f32>()?
-            .chunks_mut(width)
-            .for_each(|row| self.0.apply(row));
-        drop(view);
+        {
+            let mut view = scores.try_as_plain_ram_mut()?;
+            view.as_slice_mut::<f32>()?
+                .chunks_mut(width)
+                .for_each(|row| self.0.apply(row));
+        }
         Ok(tvec!(scores.into_tvalue()))
     }
 }
