@@ -36,17 +36,39 @@ pub struct ModelConfig {
     pub parameters: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The scheduler's settings (Triton's dynamic_batching and queue policy). Every field has a
+/// default, and models without the section get the defaults: batching on for batchable models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DynamicBatching {
-    #[serde(default)]
+    /// Merge queued requests of batchable models (max_batch_size > 0) into one execution.
+    pub enabled: bool,
+    /// How long a batch may wait for more requests while other instances are busy. The batcher
+    /// never waits when no other instance is running: an idle server answers at once.
     pub max_queue_delay_us: u64,
-    #[serde(default)]
+    /// Batch sizes to stop at when reached before max_batch_size.
     pub preferred_batch_sizes: Vec<u32>,
-    #[serde(default)]
+    /// Requests that may wait; more are rejected as unavailable. 0: no limit.
     pub max_queue_size: u32,
-    #[serde(default)]
+    /// Deadline for requests that carry no `timeout` parameter; 0: none.
     pub default_timeout_us: u64,
+    /// Priority levels; request parameter `priority` 1 is the most urgent, 0 means the default.
+    pub priority_levels: u32,
+    pub default_priority_level: u32,
+}
+
+impl Default for DynamicBatching {
+    fn default() -> Self {
+        DynamicBatching {
+            enabled: true,
+            max_queue_delay_us: 100,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_size: 1024,
+            default_timeout_us: 0,
+            priority_levels: 1,
+            default_priority_level: 1,
+        }
+    }
 }
 
 /// Which of the version directories are served.
@@ -106,6 +128,17 @@ impl ModelConfig {
         }
         if self.instance_count == Some(0) {
             return Err("instance_count must be at least 1".into());
+        }
+        if let Some(b) = &self.dynamic_batching {
+            if b.priority_levels == 0 {
+                return Err("dynamic_batching.priority_levels must be at least 1".into());
+            }
+            if !(1..=b.priority_levels).contains(&b.default_priority_level) {
+                return Err(format!(
+                    "dynamic_batching.default_priority_level must be between 1 and priority_levels ({})",
+                    b.priority_levels
+                ));
+            }
         }
         for (kind, specs) in [("input", &self.inputs), ("output", &self.outputs)] {
             for (i, spec) in specs.iter().enumerate() {

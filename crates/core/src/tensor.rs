@@ -155,6 +155,35 @@ impl TensorData {
         )
     }
 
+    /// Appends `other`'s elements; both must be of the same datatype (checked by callers).
+    fn append(&mut self, other: TensorData) {
+        macro_rules! join {
+            ($($v:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$v(a), TensorData::$v(b)) => a.extend(b),)*
+                    _ => {}
+                }
+            };
+        }
+        join!(
+            Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, BF16, Bytes
+        )
+    }
+
+    /// Keeps the first `at` elements and returns the rest.
+    fn split_off(&mut self, at: usize) -> TensorData {
+        macro_rules! split {
+            ($($v:ident),*) => {
+                match self {
+                    $(TensorData::$v(a) => TensorData::$v(a.split_off(at.min(a.len()))),)*
+                }
+            };
+        }
+        split!(
+            Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, BF16, Bytes
+        )
+    }
+
     /// Number of bytes [`TensorData::write_le_bytes`] appends.
     pub fn le_byte_len(&self) -> usize {
         match (self, self.datatype().byte_size()) {
@@ -228,6 +257,62 @@ impl Tensor {
     pub fn into_parts(self) -> (Vec<usize>, TensorData) {
         (self.shape, self.data)
     }
+
+    /// Joins tensors along the first dimension; all must share datatype and the other dimensions.
+    pub fn concat_rows(parts: Vec<Tensor>) -> Result<Tensor, String> {
+        let Some(first) = parts.first() else {
+            return Err("nothing to concatenate".into());
+        };
+        let (dt, inner) = (
+            first.datatype(),
+            first.shape.get(1..).unwrap_or_default().to_vec(),
+        );
+        if first.shape.is_empty()
+            || parts
+                .iter()
+                .any(|p| p.datatype() != dt || p.shape.get(1..) != Some(&inner[..]))
+        {
+            return Err("tensors differ in datatype or non-batch dimensions".into());
+        }
+        let rows = parts.iter().map(|p| p.shape[0]).sum();
+        let mut iter = parts.into_iter().map(|p| p.data);
+        let mut data = iter.next().unwrap_or(TensorData::Bool(Vec::new()));
+        for part in iter {
+            data.append(part);
+        }
+        Tensor::new([vec![rows], inner].concat(), data)
+    }
+
+    /// Splits along the first dimension into pieces of `rows[i]` rows each.
+    pub fn split_rows(self, rows: &[usize]) -> Result<Vec<Tensor>, String> {
+        let total: usize = rows.iter().sum();
+        if self.shape.first() != Some(&total) {
+            return Err(format!(
+                "first dimension of {:?} is not the {total} rows to split",
+                self.shape
+            ));
+        }
+        let inner = self.shape[1..].to_vec();
+        let per_row: usize = inner.iter().product();
+        let mut data = self.data;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            let rest = if i + 1 == rows.len() {
+                None
+            } else {
+                Some(data.split_off(r * per_row))
+            };
+            let shape = [vec![*r], inner.clone()].concat();
+            out.push(Tensor::new(
+                shape,
+                std::mem::replace(&mut data, TensorData::Bool(Vec::new())),
+            )?);
+            if let Some(rest) = rest {
+                data = rest;
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A tensor with the model input or output name it belongs to.
@@ -289,6 +374,21 @@ mod tests {
         assert!(err.contains("declares 5 bytes"), "{err}");
         let err = TensorData::from_le_bytes(DataType::Bytes, &[1, 0]).unwrap_err();
         assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn rows_concatenate_and_split_back() {
+        let a = Tensor::new(vec![1, 2], TensorData::I64(vec![1, 2])).unwrap();
+        let b = Tensor::new(vec![2, 2], TensorData::I64(vec![3, 4, 5, 6])).unwrap();
+        let joined = Tensor::concat_rows(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(joined.shape(), [3, 2]);
+        assert_eq!(
+            joined.clone().split_rows(&[1, 2]).unwrap(),
+            vec![a.clone(), b]
+        );
+        let other = Tensor::new(vec![1, 3], TensorData::I64(vec![0; 3])).unwrap();
+        assert!(Tensor::concat_rows(vec![a, other]).is_err());
+        assert!(joined.split_rows(&[1, 1]).is_err());
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub enum RuntimeError {
     UnknownVersion { model: String, version: String },
     #[error("model '{model}' is not ready: {reason}")]
     NotReady { model: String, reason: String },
+    #[error("model '{model}' has {limit} requests queued already (max_queue_size); retry later")]
+    QueueFull { model: String, limit: usize },
+    #[error(
+        "request to model '{model}' timed out after {waited_us} us in the queue and was not run"
+    )]
+    TimedOut { model: String, waited_us: u128 },
     #[error("model '{model}' version {version} failed: {message}")]
     Inference {
         model: String,
@@ -36,7 +42,9 @@ impl RuntimeError {
             RuntimeError::UnknownModel(_) | RuntimeError::UnknownVersion { .. } => {
                 ErrorKind::NotFound
             }
-            RuntimeError::NotReady { .. } => ErrorKind::Unavailable,
+            RuntimeError::NotReady { .. }
+            | RuntimeError::QueueFull { .. }
+            | RuntimeError::TimedOut { .. } => ErrorKind::Unavailable,
             RuntimeError::Inference { .. } => ErrorKind::Internal,
         }
     }

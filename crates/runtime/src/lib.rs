@@ -5,6 +5,7 @@ mod error;
 mod registry;
 mod repository;
 mod request;
+mod scheduler;
 mod served;
 mod spec;
 

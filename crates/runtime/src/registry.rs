@@ -185,7 +185,8 @@ impl Runtime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model loaded"
         );
-        Ok(ServedModel::new(spec, Arc::from(model)))
+        ServedModel::new(spec, Arc::from(model))
+            .map_err(|e| format!("cannot start the model's instance threads: {e}"))
     }
 
     fn finish_load(&self, name: &str, version: u64, result: Result<ServedModel, String>) {

@@ -1,17 +1,18 @@
-//! A loaded model version that serves requests: validation against its spec, then execution.
+//! A loaded model version that serves requests: validation against its spec, then its
+//! scheduler (queue, batcher, instance threads).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use inferd_core::{LoadedModel, NamedTensor, Tensor, TensorSpec};
-use tokio::sync::Semaphore;
 
-use crate::{InferRequest, InferResponse, ModelSpec, RuntimeError};
+use crate::scheduler::{Policy, QueueError, Scheduler};
+use crate::{InferRequest, InferResponse, ModelSpec, Parameters, RuntimeError};
 
 pub struct ServedModel {
     spec: ModelSpec,
-    model: Arc<dyn LoadedModel>,
-    /// One permit per instance: at most `instance_count` executions at once.
-    instances: Semaphore,
+    scheduler: Scheduler,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -23,17 +24,62 @@ impl std::fmt::Debug for ServedModel {
 }
 
 impl ServedModel {
-    pub fn new(spec: ModelSpec, model: Arc<dyn LoadedModel>) -> ServedModel {
-        let instances = Semaphore::new(spec.instance_count.max(1) as usize);
-        ServedModel {
-            spec,
-            model,
-            instances,
-        }
+    /// Starts the model's scheduler (its instance threads).
+    pub fn new(spec: ModelSpec, model: Arc<dyn LoadedModel>) -> std::io::Result<ServedModel> {
+        let b = &spec.batching;
+        let policy = Policy {
+            batching: b.enabled && spec.max_batch_size > 0,
+            max_batch_size: spec.max_batch_size as usize,
+            max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+            preferred_batch_sizes: b
+                .preferred_batch_sizes
+                .iter()
+                .map(|s| *s as usize)
+                .collect(),
+            max_queue_size: b.max_queue_size as usize,
+            instances: spec.instance_count.max(1) as usize,
+        };
+        let scheduler = Scheduler::start(&spec.name, model, policy)?;
+        Ok(ServedModel { spec, scheduler })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// Executions so far by batch size (rows), as the dynamic batcher formed them.
+    pub fn batch_sizes(&self) -> BTreeMap<usize, u64> {
+        self.scheduler.batch_sizes()
+    }
+
+    /// Priority level from the `priority` parameter: 0 or absent is the default level.
+    fn priority(&self, parameters: &Parameters) -> Result<u32, RuntimeError> {
+        let b = &self.spec.batching;
+        match parameters.get("priority").map(|p| p.as_u64()) {
+            None | Some(Some(0)) => Ok(b.default_priority_level),
+            Some(Some(p)) if p <= u64::from(b.priority_levels) => Ok(p as u32),
+            Some(Some(p)) => Err(RuntimeError::InvalidInput(format!(
+                "priority {p} is beyond the {} priority levels of model '{}' (1 is the most urgent)",
+                b.priority_levels, self.spec.name
+            ))),
+            Some(None) => Err(RuntimeError::InvalidInput(
+                "parameter 'priority' must be an unsigned integer".into(),
+            )),
+        }
+    }
+
+    /// Deadline from the `timeout` parameter (microseconds) or the model's default timeout.
+    fn deadline(&self, parameters: &Parameters) -> Result<Option<Instant>, RuntimeError> {
+        let us = match parameters.get("timeout").map(|p| p.as_u64()) {
+            None => self.spec.batching.default_timeout_us,
+            Some(Some(us)) => us,
+            Some(None) => {
+                return Err(RuntimeError::InvalidInput(
+                    "parameter 'timeout' must be microseconds as an unsigned integer".into(),
+                ));
+            }
+        };
+        Ok((us > 0).then(|| Instant::now() + Duration::from_micros(us)))
     }
 
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
@@ -41,28 +87,40 @@ impl ServedModel {
             id,
             inputs,
             outputs,
-            ..
+            parameters,
         } = request;
         let wanted = self.requested_outputs(outputs)?;
         let inputs = self.ordered_inputs(inputs)?;
+        let (priority, deadline) = (self.priority(&parameters)?, self.deadline(&parameters)?);
+        let name = || self.spec.name.clone();
         let fail = |message: String| RuntimeError::Inference {
-            model: self.spec.name.clone(),
+            model: name(),
             version: self.spec.version,
             message,
         };
-        let _instance = self
-            .instances
-            .acquire()
-            .await
-            .map_err(|_| RuntimeError::NotReady {
-                model: self.spec.name.clone(),
+        let queue_error = |e: QueueError| match e {
+            QueueError::Full(limit) => RuntimeError::QueueFull {
+                model: name(),
+                limit,
+            },
+            QueueError::TimedOut(waited) => RuntimeError::TimedOut {
+                model: name(),
+                waited_us: waited.as_micros(),
+            },
+            QueueError::Failed(message) => fail(message),
+            QueueError::Stopped => RuntimeError::NotReady {
+                model: name(),
                 reason: "the model is being unloaded".into(),
-            })?;
-        let model = Arc::clone(&self.model);
-        let outputs = tokio::task::spawn_blocking(move || model.infer(inputs))
+            },
+        };
+        let receiver = self
+            .scheduler
+            .submit(inputs, priority, deadline)
+            .map_err(queue_error)?;
+        let outputs = receiver
             .await
-            .map_err(|e| fail(format!("the model crashed: {e}")))?
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|_| queue_error(QueueError::Stopped))?
+            .map_err(queue_error)?;
         if outputs.len() != self.spec.outputs.len() {
             return Err(fail(format!(
                 "the backend returned {} outputs, the model declares {}",
@@ -83,7 +141,7 @@ impl ServedModel {
             .collect();
         Ok(InferResponse {
             id,
-            model_name: self.spec.name.clone(),
+            model_name: name(),
             model_version: self.spec.version,
             outputs,
         })

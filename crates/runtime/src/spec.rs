@@ -1,7 +1,9 @@
 //! The served description of a model version: its config.toml merged with what the model file
 //! declares. Front ends report it (metadata, config) and requests are validated against it.
 
-use inferd_core::{DEFAULT_MAX_BATCH_SIZE, ModelConfig, ModelSignature, TensorSpec};
+use inferd_core::{
+    DEFAULT_MAX_BATCH_SIZE, DynamicBatching, ModelConfig, ModelSignature, TensorSpec,
+};
 
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
@@ -15,6 +17,8 @@ pub struct ModelSpec {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub instance_count: u32,
+    /// The scheduler settings in force: the config's, or the defaults.
+    pub batching: DynamicBatching,
     pub config: ModelConfig,
 }
 
@@ -76,6 +80,7 @@ impl ModelSpec {
             inputs,
             outputs,
             instance_count: config.instance_count.unwrap_or(1),
+            batching: config.dynamic_batching.clone().unwrap_or_default(),
             config: config.clone(),
         })
     }

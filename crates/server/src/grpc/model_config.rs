@@ -89,10 +89,13 @@ pub fn config(spec: &ModelSpec) -> pb::ModelConfig {
             ))
         })
         .collect();
-    let scheduling_choice = spec.config.dynamic_batching.as_ref().map(|b| {
+    let b = &spec.batching;
+    let scheduling_choice = (b.enabled && spec.max_batch_size > 0).then(|| {
         pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
             preferred_batch_size: b.preferred_batch_sizes.iter().map(|s| *s as i32).collect(),
             max_queue_delay_microseconds: b.max_queue_delay_us,
+            priority_levels: u64::from(b.priority_levels),
+            default_priority_level: u64::from(b.default_priority_level),
             default_queue_policy: Some(pb::ModelQueuePolicy {
                 default_timeout_microseconds: b.default_timeout_us,
                 max_queue_size: b.max_queue_size,

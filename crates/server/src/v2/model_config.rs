@@ -88,13 +88,16 @@ pub fn config(spec: &ModelSpec) -> Value {
         "parameters": parameters,
         "model_warmup": [],
     });
-    if let Some(batching) = &spec.config.dynamic_batching {
+    let b = &spec.batching;
+    if b.enabled && spec.max_batch_size > 0 {
         config["dynamic_batching"] = json!({
-            "preferred_batch_size": batching.preferred_batch_sizes,
-            "max_queue_delay_microseconds": batching.max_queue_delay_us,
+            "preferred_batch_size": b.preferred_batch_sizes,
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+            "priority_levels": b.priority_levels,
+            "default_priority_level": b.default_priority_level,
             "default_queue_policy": {
-                "default_timeout_microseconds": batching.default_timeout_us,
-                "max_queue_size": batching.max_queue_size,
+                "default_timeout_microseconds": b.default_timeout_us,
+                "max_queue_size": b.max_queue_size,
             },
         });
     }

@@ -1,0 +1,313 @@
+//! One scheduler per model version: a bounded priority queue, `instance_count` worker threads
+//! that run the backend off the async runtime, and a dynamic batcher that merges queued requests
+//! of the same non-batch shapes along the first dimension.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use inferd_core::{LoadedModel, Tensor};
+use tokio::sync::oneshot;
+
+/// How a model version's requests are queued and batched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub batching: bool,
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub preferred_batch_sizes: Vec<usize>,
+    /// 0: unbounded.
+    pub max_queue_size: usize,
+    pub instances: usize,
+}
+
+/// Why a queued request got no outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueError {
+    Full(usize),
+    TimedOut(Duration),
+    Failed(String),
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Tensor>, QueueError>>;
+
+struct Pending {
+    inputs: Vec<Tensor>,
+    rows: usize,
+    /// Non-batch dimensions of every input: requests batch together only when these agree.
+    shape_key: Vec<Vec<usize>>,
+    deadline: Option<Instant>,
+    enqueued: Instant,
+    reply: Reply,
+}
+
+#[derive(Default)]
+struct State {
+    /// Ordered by (priority level, arrival): the first entry is the most urgent, oldest request.
+    queue: BTreeMap<(u32, u64), Pending>,
+    next_seq: u64,
+    busy: usize,
+    stopped: bool,
+}
+
+struct Shared {
+    model: Arc<dyn LoadedModel>,
+    policy: Policy,
+    state: Mutex<State>,
+    work: Condvar,
+    /// Executions by batch size (in rows).
+    batch_sizes: Mutex<BTreeMap<usize, u64>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a worker panicked outside the model call; the queue is intact.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+impl Scheduler {
+    pub fn start(
+        name: &str,
+        model: Arc<dyn LoadedModel>,
+        policy: Policy,
+    ) -> std::io::Result<Scheduler> {
+        let instances = policy.instances.max(1);
+        let shared = Arc::new(Shared {
+            model,
+            policy,
+            state: Mutex::default(),
+            work: Condvar::new(),
+            batch_sizes: Mutex::default(),
+        });
+        for i in 0..instances {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("inferd-{name}-{i}"))
+                .spawn(move || worker(&shared))?;
+        }
+        Ok(Scheduler { shared })
+    }
+
+    /// Queues a request; the receiver yields its outputs. Dropping the receiver (a client that
+    /// went away) removes the request before it runs.
+    pub fn submit(
+        &self,
+        inputs: Vec<Tensor>,
+        priority: u32,
+        deadline: Option<Instant>,
+    ) -> Result<oneshot::Receiver<Result<Vec<Tensor>, QueueError>>, QueueError> {
+        let rows = if self.shared.policy.max_batch_size > 0 {
+            inputs
+                .first()
+                .and_then(|t| t.shape().first().copied())
+                .unwrap_or(1)
+        } else {
+            1
+        };
+        let shape_key = inputs
+            .iter()
+            .map(|t| t.shape().get(1..).unwrap_or_default().to_vec())
+            .collect();
+        let (reply, receiver) = oneshot::channel();
+        let mut state = self.shared.lock();
+        if state.stopped {
+            return Err(QueueError::Stopped);
+        }
+        let limit = self.shared.policy.max_queue_size;
+        if limit > 0 && state.queue.len() >= limit {
+            return Err(QueueError::Full(limit));
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let pending = Pending {
+            inputs,
+            rows,
+            shape_key,
+            deadline,
+            enqueued: Instant::now(),
+            reply,
+        };
+        state.queue.insert((priority, seq), pending);
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(receiver)
+    }
+
+    /// Executions so far by batch size in rows.
+    pub fn batch_sizes(&self) -> BTreeMap<usize, u64> {
+        self.shared
+            .batch_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.work.notify_all();
+    }
+}
+
+/// Drops requests whose client left and answers those past their deadline.
+fn prune(state: &mut State, now: Instant) {
+    let dead: Vec<(u32, u64)> = state
+        .queue
+        .iter()
+        .filter(|(_, p)| p.reply.is_closed() || p.deadline.is_some_and(|d| d <= now))
+        .map(|(k, _)| *k)
+        .collect();
+    for key in dead {
+        if let Some(p) = state.queue.remove(&key)
+            && !p.reply.is_closed()
+        {
+            let _ = p.reply.send(Err(QueueError::TimedOut(now - p.enqueued)));
+        }
+    }
+}
+
+/// Keys of the next batch: the most urgent request, plus same-shaped ones in queue order up to
+/// max_batch_size rows (stopping early at a preferred size). Returns the keys and their rows.
+fn select(state: &State, policy: &Policy) -> (Vec<(u32, u64)>, usize) {
+    let Some((first_key, first)) = state.queue.iter().next() else {
+        return (Vec::new(), 0);
+    };
+    let (mut keys, mut rows) = (vec![*first_key], first.rows);
+    if !policy.batching || policy.max_batch_size == 0 {
+        return (keys, rows);
+    }
+    for (key, p) in state.queue.iter().skip(1) {
+        if rows >= policy.max_batch_size || policy.preferred_batch_sizes.contains(&rows) {
+            break;
+        }
+        if p.shape_key == first.shape_key && rows + p.rows <= policy.max_batch_size {
+            keys.push(*key);
+            rows += p.rows;
+        }
+    }
+    (keys, rows)
+}
+
+fn worker(shared: &Shared) {
+    let policy = &shared.policy;
+    loop {
+        let batch: Vec<Pending> = {
+            let mut state = shared.lock();
+            loop {
+                if state.stopped {
+                    return;
+                }
+                prune(&mut state, Instant::now());
+                let (keys, rows) = select(&state, policy);
+                let Some(first) = keys.first().and_then(|k| state.queue.get(k)) else {
+                    state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                };
+                // Wait for more only while other instances are busy (more requests are coming)
+                // and the oldest request's delay allows; an idle server answers at once.
+                let full =
+                    rows >= policy.max_batch_size || policy.preferred_batch_sizes.contains(&rows);
+                let ready_at = first.enqueued + policy.max_queue_delay;
+                let now = Instant::now();
+                if policy.batching && !full && state.busy > 0 && ready_at > now {
+                    let wait = first.deadline.map_or(ready_at, |d| d.min(ready_at)) - now;
+                    state = shared
+                        .work
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+                state.busy += 1;
+                break keys.iter().filter_map(|k| state.queue.remove(k)).collect();
+            }
+        };
+        execute(shared, batch);
+        shared.lock().busy -= 1;
+        // Another worker may have been waiting for this one to finish before batching.
+        shared.work.notify_one();
+    }
+}
+
+fn execute(shared: &Shared, batch: Vec<Pending>) {
+    let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
+    *shared
+        .batch_sizes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(rows.iter().sum())
+        .or_default() += 1;
+    tracing::trace!(
+        requests = batch.len(),
+        rows = rows.iter().sum::<usize>(),
+        "executing batch"
+    );
+    let (inputs, replies): (Vec<Vec<Tensor>>, Vec<Reply>) =
+        batch.into_iter().map(|p| (p.inputs, p.reply)).unzip();
+    let result = run(&*shared.model, inputs, &rows);
+    match result {
+        Ok(per_request) => {
+            for (reply, outputs) in replies.into_iter().zip(per_request) {
+                let _ = reply.send(Ok(outputs));
+            }
+        }
+        Err(message) => {
+            for reply in replies {
+                let _ = reply.send(Err(QueueError::Failed(message.clone())));
+            }
+        }
+    }
+}
+
+/// Runs one execution and splits its outputs back per request.
+fn run(
+    model: &dyn LoadedModel,
+    mut inputs: Vec<Vec<Tensor>>,
+    rows: &[usize],
+) -> Result<Vec<Vec<Tensor>>, String> {
+    let merged = if inputs.len() == 1 {
+        inputs.pop().unwrap_or_default()
+    } else {
+        let n_inputs = inputs[0].len();
+        let mut columns: Vec<Vec<Tensor>> = (0..n_inputs)
+            .map(|_| Vec::with_capacity(inputs.len()))
+            .collect();
+        for request in inputs {
+            for (column, tensor) in columns.iter_mut().zip(request) {
+                column.push(tensor);
+            }
+        }
+        columns
+            .into_iter()
+            .map(Tensor::concat_rows)
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    // A panicking backend fails this batch, not the server.
+    let outputs = std::panic::catch_unwind(AssertUnwindSafe(|| model.infer(merged)))
+        .map_err(|_| "the model crashed (the backend panicked)".to_string())?
+        .map_err(|e| e.to_string())?;
+    if rows.len() == 1 {
+        return Ok(vec![outputs]);
+    }
+    let mut per_request: Vec<Vec<Tensor>> = rows
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
+    for output in outputs {
+        let pieces = output
+            .split_rows(rows)
+            .map_err(|e| format!("cannot split a batched output back to its requests: {e}"))?;
+        for (request, piece) in per_request.iter_mut().zip(pieces) {
+            request.push(piece);
+        }
+    }
+    Ok(per_request)
+}

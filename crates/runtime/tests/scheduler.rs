@@ -1,0 +1,334 @@
+//! The scheduler: batching correctness on every fixture model, queue limits, deadlines,
+//! priorities and the batch sizes it forms. A wrapper makes a real model slow so that a queue
+//! builds up deterministically behind the first request.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use inferd_backend_tract::TractBackend;
+use inferd_core::{
+    Backend, BackendError, DynamicBatching, LoadedModel, ModelConfig, ModelSignature, NamedTensor,
+    Tensor, TensorData,
+};
+use inferd_runtime::{ErrorKind, InferRequest, ModelSpec, Parameter, ServedModel};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// First input value of each row, per execution, in execution order.
+type Ran = Arc<Mutex<Vec<Vec<f32>>>>;
+
+/// A real model that takes `delay` per execution and records the first input value of each
+/// request row it ran (tags to check order and what never ran).
+struct Slow {
+    inner: Box<dyn LoadedModel>,
+    delay: Duration,
+    ran: Ran,
+}
+
+impl LoadedModel for Slow {
+    fn signature(&self) -> &ModelSignature {
+        self.inner.signature()
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        if let TensorData::F32(v) = inputs[0].data() {
+            let per_row = inputs[0].shape()[1..].iter().product::<usize>().max(1);
+            self.ran
+                .lock()
+                .unwrap()
+                .push(v.chunks(per_row).map(|r| r[0]).collect());
+        }
+        std::thread::sleep(self.delay);
+        self.inner.infer(inputs)
+    }
+}
+
+fn serve(name: &str, config: ModelConfig, delay: Duration) -> (Arc<ServedModel>, Ran) {
+    let dir = fixtures().join(format!("models/{name}/1"));
+    let inner = TractBackend.load(&dir, &config).unwrap();
+    let spec = ModelSpec::derive(name, 1, ("tract", "onnx"), &config, inner.signature()).unwrap();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let model = Slow {
+        inner,
+        delay,
+        ran: Arc::clone(&ran),
+    };
+    (
+        Arc::new(ServedModel::new(spec, Arc::new(model)).unwrap()),
+        ran,
+    )
+}
+
+fn batching(f: impl FnOnce(&mut DynamicBatching)) -> ModelConfig {
+    let mut b = DynamicBatching::default();
+    f(&mut b);
+    ModelConfig {
+        dynamic_batching: Some(b),
+        ..Default::default()
+    }
+}
+
+/// One row of `name`'s fixture inputs, row `i` of the expected file, tagged when FP32.
+fn row_request(name: &str, i: usize, tag: Option<f32>) -> InferRequest {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("expected/{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let mut inputs = Vec::new();
+    for (input, t) in expected["inputs"].as_object().unwrap() {
+        let shape: Vec<usize> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let per_row: usize = shape[1..].iter().product();
+        let values = &t["data"].as_array().unwrap()[i * per_row..(i + 1) * per_row];
+        let data = match t["datatype"].as_str().unwrap() {
+            "FP32" => {
+                let mut v: Vec<f32> = values
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
+                    .collect();
+                if let Some(tag) = tag {
+                    v[0] = tag;
+                }
+                TensorData::F32(v)
+            }
+            "INT64" => TensorData::I64(values.iter().map(|v| v.as_i64().unwrap()).collect()),
+            "BYTES" => TensorData::Bytes(
+                values
+                    .iter()
+                    .map(|v| v.as_str().unwrap().as_bytes().to_vec())
+                    .collect(),
+            ),
+            other => panic!("{other}"),
+        };
+        let tensor = Tensor::new([vec![1], shape[1..].to_vec()].concat(), data).unwrap();
+        inputs.push(NamedTensor {
+            name: input.clone(),
+            tensor,
+        });
+    }
+    InferRequest {
+        inputs,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_results_equal_unbatched_for_every_fixture() {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let (model, _) = serve(&name, ModelConfig::default(), Duration::from_millis(30));
+        if model.spec().max_batch_size == 0 {
+            continue;
+        }
+        // One at a time: each runs alone.
+        let mut alone = Vec::new();
+        for i in 0..8 {
+            alone.push(
+                model
+                    .infer(row_request(&name, i, None))
+                    .await
+                    .unwrap()
+                    .outputs,
+            );
+        }
+        // All at once: the first runs while the other seven queue and run as one batch.
+        let together = futures_join((0..8).map(|i| {
+            let model = Arc::clone(&model);
+            let request = row_request(&name, i, None);
+            tokio::spawn(async move { model.infer(request).await.unwrap().outputs })
+        }))
+        .await;
+        assert_same(&name, &together, &alone);
+        let sizes = model.batch_sizes();
+        assert!(
+            sizes.keys().any(|rows| *rows > 1),
+            "{name}: no batch formed: {sizes:?}"
+        );
+    }
+}
+
+/// Element for element: integers and strings exactly, floats within 1e-6 relative. Exact float
+/// equality is not a property of the backend: tract's matrix kernels tile differently per batch
+/// size, so a batched row can differ from the same row alone in the last bit.
+fn assert_same(name: &str, batched: &[Vec<NamedTensor>], alone: &[Vec<NamedTensor>]) {
+    assert_eq!(batched.len(), alone.len());
+    for (row, (b, a)) in batched.iter().zip(alone).enumerate() {
+        for (b, a) in b.iter().zip(a) {
+            assert_eq!(
+                (&b.name, b.tensor.shape()),
+                (&a.name, a.tensor.shape()),
+                "{name} row {row}"
+            );
+            match (b.tensor.data(), a.tensor.data()) {
+                (TensorData::F32(x), TensorData::F32(y)) => {
+                    for (x, y) in x.iter().zip(y) {
+                        let close =
+                            (x - y).abs() <= 1e-6 * y.abs().max(1e-3) || (x.is_nan() && y.is_nan());
+                        assert!(
+                            close,
+                            "{name} row {row} {}: batched {x} vs alone {y}",
+                            b.name
+                        );
+                    }
+                }
+                (x, y) => assert_eq!(x, y, "{name} row {row} {}", b.name),
+            }
+        }
+    }
+}
+
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let handles: Vec<_> = tasks.collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_reach_max_batch_size_under_load() {
+    let config = ModelConfig {
+        max_batch_size: Some(4),
+        ..Default::default()
+    };
+    let (model, _) = serve("mlp", config, Duration::from_millis(40));
+    let tasks: Vec<_> = (0..13)
+        .map(|i| {
+            let model = Arc::clone(&model);
+            tokio::spawn(async move { model.infer(row_request("mlp", i % 8, None)).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sizes = model.batch_sizes();
+    assert!(sizes.get(&4).copied().unwrap_or(0) >= 2, "{sizes:?}");
+    assert!(sizes.keys().all(|rows| *rows <= 4), "{sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_rejects() {
+    let (model, _) = serve(
+        "mlp",
+        batching(|b| b.max_queue_size = 2),
+        Duration::from_millis(300),
+    );
+    let busy = {
+        let model = Arc::clone(&model);
+        tokio::spawn(async move { model.infer(row_request("mlp", 0, None)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await; // the first one is running
+    let queued: Vec<_> = (1..3)
+        .map(|i| {
+            let model = Arc::clone(&model);
+            tokio::spawn(async move { model.infer(row_request("mlp", i, None)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = model.infer(row_request("mlp", 3, None)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("max_queue_size"), "{err}");
+    assert!(busy.await.unwrap().is_ok());
+    for q in queued {
+        assert!(q.await.unwrap().is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_deadline_is_answered_and_never_run() {
+    let (model, ran) = serve("mlp", ModelConfig::default(), Duration::from_millis(200));
+    let busy = {
+        let model = Arc::clone(&model);
+        tokio::spawn(async move { model.infer(row_request("mlp", 0, Some(1000.0))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut late = row_request("mlp", 1, Some(2000.0));
+    late.parameters
+        .insert("timeout".into(), Parameter::Uint64(20_000));
+    let err = model.infer(late).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.to_string().contains("timed out") && err.to_string().contains("not run"),
+        "{err}"
+    );
+    busy.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ran: Vec<f32> = ran.lock().unwrap().iter().flatten().copied().collect();
+    assert_eq!(ran, [1000.0], "the timed-out request must not execute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_order_holds_under_a_saturated_queue() {
+    let config = batching(|b| {
+        b.enabled = false;
+        b.priority_levels = 2;
+        b.default_priority_level = 2;
+    });
+    let (model, ran) = serve("mlp", config, Duration::from_millis(40));
+    let submit = |tag: f32, priority: u64| {
+        let model = Arc::clone(&model);
+        let mut request = row_request("mlp", 0, Some(tag));
+        request
+            .parameters
+            .insert("priority".into(), Parameter::Uint64(priority));
+        tokio::spawn(async move { model.infer(request).await.unwrap() })
+    };
+    let first = submit(0.0, 2);
+    tokio::time::sleep(Duration::from_millis(10)).await; // the first one is running
+    let mut tasks = vec![first];
+    for (tag, priority) in [(1.0, 2), (2.0, 2), (3.0, 1), (4.0, 0), (5.0, 1)] {
+        tasks.push(submit(tag, priority));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order: Vec<f32> = ran.lock().unwrap().iter().flatten().copied().collect();
+    // Level 1 first in arrival order, then the default level (priority 0 means default).
+    assert_eq!(order, [0.0, 3.0, 5.0, 1.0, 2.0, 4.0]);
+    let mut bad = row_request("mlp", 0, None);
+    bad.parameters
+        .insert("priority".into(), Parameter::Uint64(3));
+    assert!(
+        model
+            .infer(bad)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("priority 3 is beyond the 2 priority levels")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_is_removed_from_the_queue() {
+    let (model, ran) = serve("mlp", ModelConfig::default(), Duration::from_millis(150));
+    let busy = {
+        let model = Arc::clone(&model);
+        tokio::spawn(async move { model.infer(row_request("mlp", 0, Some(1.0))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cancelled = {
+        let model = Arc::clone(&model);
+        tokio::spawn(async move { model.infer(row_request("mlp", 1, Some(2.0))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cancelled.abort(); // what a dropped HTTP connection or cancelled gRPC call does
+    busy.await.unwrap().unwrap();
+    model.infer(row_request("mlp", 2, Some(3.0))).await.unwrap();
+    let ran: Vec<f32> = ran.lock().unwrap().iter().flatten().copied().collect();
+    assert_eq!(ran, [1.0, 3.0]);
+}
