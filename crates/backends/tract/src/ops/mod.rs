@@ -76,3 +76,20 @@ pub(crate) fn comparison(
 ) -> tract_core::ops::binary::TypedBinOp {
     tract_core::ops::binary::TypedBinOp(op, None)
 }
+
+/// Inference rules of a one-input, one-output op that keeps the shape: the output has
+/// `output_type`, or the input's type when `None`.
+pub(crate) fn same_shape_rules<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+    output_type: Option<DatumType>,
+) -> InferenceResult {
+    check_input_arity(inputs, 1)?;
+    check_output_arity(outputs, 1)?;
+    match output_type {
+        Some(dt) => s.equals(&outputs[0].datum_type, dt)?,
+        None => s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?,
+    }
+    s.equals(&inputs[0].shape, &outputs[0].shape)
+}
