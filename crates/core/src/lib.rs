@@ -13,4 +13,6 @@ pub use config::{
 };
 pub use datatype::DataType;
 pub use error::{BackendError, ConfigError};
-pub use tensor::{NamedTensor, Tensor, TensorData, element_count};
+pub use tensor::{
+    NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,
+};

@@ -222,6 +222,30 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d))
 }
 
+/// Dimensions as both protocols carry them (signed), refusing negative ones.
+pub fn dims_from_wire(shape: &[i64]) -> Result<Vec<usize>, String> {
+    shape
+        .iter()
+        .map(|d| usize::try_from(*d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("shape {shape:?} has a negative dimension"))
+}
+
+/// Checks that `len` bytes of binary data fit `shape` of `datatype` (BYTES is variable-length
+/// and always passes); the error says what the shape needs.
+pub fn check_binary_len(datatype: DataType, shape: &[usize], len: usize) -> Result<(), String> {
+    let Some(width) = datatype.byte_size() else {
+        return Ok(());
+    };
+    match element_count(shape).and_then(|n| n.checked_mul(width)) {
+        Some(needed) if needed == len => Ok(()),
+        Some(needed) => Err(format!("shape {shape:?} of {datatype} needs {needed}")),
+        None => Err(format!(
+            "shape {shape:?} of {datatype} needs more than can be addressed"
+        )),
+    }
+}
+
 /// A shaped tensor whose element count always matches its shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {

@@ -2,7 +2,7 @@
 //! the runtime, shared with HTTP; this layer only decodes tensors.
 
 use bytes::Bytes;
-use inferd_core::{DataType, NamedTensor, Tensor, TensorData, element_count};
+use inferd_core::{DataType, NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire};
 use inferd_runtime::{InferRequest, InferResponse, Parameter, Parameters};
 use tonic::Status;
 
@@ -67,17 +67,8 @@ fn typed(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, String>
 }
 
 fn raw(dt: DataType, shape: &[usize], bytes: &Bytes) -> Result<TensorData, String> {
-    if let Some(width) = dt.byte_size() {
-        let expected = element_count(shape).and_then(|n| n.checked_mul(width));
-        if expected != Some(bytes.len()) {
-            let needs =
-                expected.map_or("more than can be addressed".to_string(), |n| n.to_string());
-            return Err(format!(
-                "raw contents are {} bytes but shape {shape:?} of {dt} needs {needs}",
-                bytes.len()
-            ));
-        }
-    }
+    check_binary_len(dt, shape, bytes.len())
+        .map_err(|e| format!("raw contents are {} bytes but {e}", bytes.len()))?;
     TensorData::from_le_bytes(dt, bytes)
 }
 
@@ -95,12 +86,7 @@ pub fn request(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), Stat
     for (ix, input) in wire.inputs.into_iter().enumerate() {
         let fail = |m: String| Status::invalid_argument(format!("input '{}': {m}", input.name));
         let dt: DataType = input.datatype.parse().map_err(|e| fail(format!("{e}")))?;
-        let shape = input
-            .shape
-            .iter()
-            .map(|d| usize::try_from(*d))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| fail(format!("shape {:?} has a negative dimension", input.shape)))?;
+        let shape = dims_from_wire(&input.shape).map_err(fail)?;
         let data = match (use_raw, input.contents) {
             (true, Some(_)) => {
                 return Err(fail(

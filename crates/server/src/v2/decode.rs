@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use inferd_core::{DataType, NamedTensor, Tensor, TensorData, element_count};
+use inferd_core::{DataType, NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire};
 use inferd_runtime::{InferRequest, Parameter, Parameters};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -116,12 +116,7 @@ pub fn request(
     for input in parsed.inputs {
         let fail = |m: String| ApiError::bad_request(format!("input '{}': {m}", input.name));
         let datatype: DataType = input.datatype.parse().map_err(|e| fail(format!("{e}")))?;
-        let shape = input
-            .shape
-            .iter()
-            .map(|d| usize::try_from(*d))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| fail(format!("shape {:?} has a negative dimension", input.shape)))?;
+        let shape = dims_from_wire(&input.shape).map_err(fail)?;
         let data = match (input.parameters.get("binary_data_size"), &input.data) {
             (Some(size), _) => {
                 let size = size.as_u64().ok_or_else(|| {
@@ -135,16 +130,8 @@ pub fn request(
                 }
                 let (bytes, rest) = binary.split_at(size);
                 binary = rest;
-                if let Some(width) = datatype.byte_size() {
-                    let expected = element_count(&shape).and_then(|n| n.checked_mul(width));
-                    if expected != Some(size) {
-                        let needs = expected
-                            .map_or("more than can be addressed".to_string(), |n| n.to_string());
-                        return Err(fail(format!(
-                            "binary_data_size is {size} bytes but shape {shape:?} of {datatype} needs {needs}"
-                        )));
-                    }
-                }
+                check_binary_len(datatype, &shape, size)
+                    .map_err(|e| fail(format!("binary_data_size is {size} bytes but {e}")))?;
                 TensorData::from_le_bytes(datatype, bytes).map_err(fail)?
             }
             (None, Some(data)) => json_data::decode(datatype, data).map_err(fail)?,
