@@ -3,7 +3,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, TensorSpec};
+use crate::{ConfigError, ConfigText, TensorSpec};
 
 /// Name of the optional per-model configuration file, beside the version directories.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -34,6 +34,43 @@ pub struct ModelConfig {
     /// Backend-specific settings, e.g. `model_file` or thread counts.
     #[serde(default)]
     pub parameters: BTreeMap<String, toml::Value>,
+    /// Requests run once per instance after loading, before the version takes traffic.
+    #[serde(default)]
+    pub warmup: Vec<Warmup>,
+}
+
+/// A warmup request (Triton's model_warmup): every input filled with zeros or random values,
+/// or read from a sample file, at `batch_size` rows for batchable models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Warmup {
+    #[serde(default = "one")]
+    pub batch_size: u32,
+    /// Times to run it on each instance.
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub data: WarmupData,
+    /// Sample data per input name: a file of raw little-endian elements (BYTES: 4-byte length
+    /// prefixes), relative to the model directory, e.g. `warmup/input.bin`.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Sizes for variable (-1) non-batch dimensions per input; 1 when not given.
+    #[serde(default)]
+    pub dims: BTreeMap<String, Vec<i64>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Synthetic warmup data for inputs without a sample file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmupData {
+    #[default]
+    Zero,
+    Random,
 }
 
 /// The scheduler's settings (Triton's dynamic_batching and queue policy). Every field has a
@@ -112,17 +149,35 @@ impl ModelConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
             Err(source) => return Err(ConfigError::Io { path, source }),
         };
-        let config: ModelConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        config
-            .validate()
-            .map_err(|message| ConfigError::Invalid { path, message })?;
+        Self::parse_toml(&text).map_err(|e| match e {
+            ConfigText::Parse(message) => ConfigError::Parse { path, message },
+            ConfigText::Invalid(message) => ConfigError::Invalid { path, message },
+        })
+    }
+
+    /// Parses and validates config.toml text.
+    pub fn parse_toml(text: &str) -> Result<ModelConfig, ConfigText> {
+        let config: ModelConfig =
+            toml::from_str(text).map_err(|e| ConfigText::Parse(e.to_string()))?;
+        config.validate().map_err(ConfigText::Invalid)?;
+        Ok(config)
+    }
+
+    /// Parses and validates the same schema written as JSON (the load API's config override).
+    pub fn parse_json(text: &str) -> Result<ModelConfig, ConfigText> {
+        let config: ModelConfig =
+            serde_json::from_str(text).map_err(|e| ConfigText::Parse(e.to_string()))?;
+        config.validate().map_err(ConfigText::Invalid)?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(w) = self.warmup.iter().find(|w| w.batch_size == 0) {
+            return Err(format!(
+                "warmup batch_size must be at least 1 (got {})",
+                w.batch_size
+            ));
+        }
         if let VersionPolicy::Latest(0) = self.version_policy {
             return Err("version_policy latest needs at least 1 version".into());
         }

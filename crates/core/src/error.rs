@@ -14,6 +14,15 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Config text (not a file) that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigText {
+    #[error("not valid: {0}")]
+    Parse(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// What a backend reports. Load errors name the file and the cause; inference errors say what
 /// the runtime could not do with inputs that passed validation.
 #[derive(Debug, thiserror::Error)]

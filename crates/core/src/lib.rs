@@ -9,10 +9,11 @@ mod tensor;
 
 pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
 pub use config::{
-    CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, ModelConfig, VersionPolicy,
+    CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, ModelConfig, VersionPolicy, Warmup,
+    WarmupData,
 };
 pub use datatype::DataType;
-pub use error::{BackendError, ConfigError};
+pub use error::{BackendError, ConfigError, ConfigText};
 pub use tensor::{
     NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,
 };
