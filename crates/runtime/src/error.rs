@@ -27,6 +27,10 @@ pub enum RuntimeError {
         "request to model '{model}' timed out after {waited_us} us in the queue and was not run"
     )]
     TimedOut { model: String, waited_us: u128 },
+    #[error("{0}")]
+    ModelControl(String),
+    #[error("failed to load model '{model}': {reason}")]
+    LoadFailed { model: String, reason: String },
     #[error("model '{model}' version {version} failed: {message}")]
     Inference {
         model: String,
@@ -38,7 +42,9 @@ pub enum RuntimeError {
 impl RuntimeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            RuntimeError::InvalidInput(_) => ErrorKind::InvalidArgument,
+            RuntimeError::InvalidInput(_)
+            | RuntimeError::ModelControl(_)
+            | RuntimeError::LoadFailed { .. } => ErrorKind::InvalidArgument,
             RuntimeError::UnknownModel(_) | RuntimeError::UnknownVersion { .. } => {
                 ErrorKind::NotFound
             }

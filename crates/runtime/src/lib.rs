@@ -2,15 +2,19 @@
 //! formats: front ends hand it an [`InferRequest`] and get an [`InferResponse`] back.
 
 mod error;
+mod fingerprint;
+mod lifecycle;
+pub mod memory;
 mod registry;
 mod repository;
 mod request;
 mod scheduler;
 mod served;
 mod spec;
+mod warmup;
 
 pub use error::{ErrorKind, RuntimeError};
-pub use registry::{IndexEntry, ModelState, Readiness, Runtime};
+pub use registry::{ControlMode, IndexEntry, ModelState, Readiness, Runtime};
 pub use request::{InferRequest, InferResponse, Parameter, Parameters};
 pub use served::ServedModel;
 pub use spec::ModelSpec;

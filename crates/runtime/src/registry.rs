@@ -1,18 +1,21 @@
-//! Which models and versions exist, their load state, and lookup for requests.
+//! Which models and versions exist, their load state, and lookup for requests. How versions
+//! get in and out of service is in `lifecycle.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use inferd_core::{Backend, ModelConfig};
-use tokio::task::JoinSet;
+use inferd_core::Backend;
 
-use crate::{ModelSpec, RuntimeError, ServedModel, repository};
+use crate::fingerprint::Fingerprints;
+use crate::{RuntimeError, ServedModel, repository};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelState {
     Loading,
     Ready,
+    /// Out of service, finishing the requests it already accepted.
+    Unloading,
     Unavailable,
 }
 
@@ -22,22 +25,93 @@ impl ModelState {
         match self {
             ModelState::Loading => "LOADING",
             ModelState::Ready => "READY",
+            ModelState::Unloading => "UNLOADING",
             ModelState::Unavailable => "UNAVAILABLE",
         }
     }
 }
 
-struct VersionSlot {
-    state: ModelState,
-    reason: String,
-    served: Option<Arc<ServedModel>>,
+/// Who decides what is loaded (Triton's `--model-control-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ControlMode {
+    /// Everything in the repository is loaded at start; nothing changes afterwards.
+    #[default]
+    None,
+    /// The repository is rescanned periodically; what changed on disk is loaded or unloaded.
+    Poll,
+    /// Only the load/unload API (and the start-up list) loads models.
+    Explicit,
+}
+
+pub(crate) struct VersionSlot {
+    pub state: ModelState,
+    pub reason: String,
+    pub served: Option<Arc<ServedModel>>,
+    /// Content fingerprint of the files and config of the last load attempt.
+    pub fingerprint: Option<u64>,
+    /// Counts for readiness. False for unloaded versions and for failed updates while earlier
+    /// versions of the model keep serving.
+    pub required: bool,
+}
+
+impl VersionSlot {
+    pub fn loading(fingerprint: u64) -> VersionSlot {
+        VersionSlot {
+            state: ModelState::Loading,
+            reason: String::new(),
+            served: None,
+            fingerprint: Some(fingerprint),
+            required: true,
+        }
+    }
 }
 
 #[derive(Default)]
-struct ModelEntry {
-    versions: BTreeMap<u64, VersionSlot>,
+pub(crate) struct ModelEntry {
+    pub versions: BTreeMap<u64, VersionSlot>,
     /// Why no version can be loaded at all (bad config.toml, no version directories).
-    problem: Option<String>,
+    pub problem: Option<String>,
+    /// The problem counts against readiness (found at start-up).
+    pub problem_counts: bool,
+    /// Loads that left service, still finishing their requests: reported UNLOADING until gone.
+    pub draining: Vec<(u64, Weak<ServedModel>)>,
+}
+
+impl ModelEntry {
+    /// Takes `version` out of service; requests it already accepted finish on it. Returns the
+    /// load, to be dropped after the registry lock is released.
+    pub fn retire(&mut self, version: u64, reason: &str) -> Option<Arc<ServedModel>> {
+        let slot = self.versions.get_mut(&version)?;
+        let served = slot.served.take();
+        if let Some(served) = &served {
+            self.draining.push((version, Arc::downgrade(served)));
+        }
+        slot.state = ModelState::Unavailable;
+        slot.reason = reason.to_string();
+        slot.required = false;
+        // Selected again later, it loads again.
+        slot.fingerprint = None;
+        served
+    }
+
+    /// Replaces the load serving `version`; the old one drains.
+    pub fn swap(&mut self, version: u64, served: Arc<ServedModel>) -> Option<Arc<ServedModel>> {
+        let slot = self.versions.get_mut(&version)?;
+        let old = slot.served.replace(served);
+        if let Some(old) = &old {
+            self.draining.push((version, Arc::downgrade(old)));
+        }
+        old
+    }
+
+    fn draining(&mut self, version: u64) -> bool {
+        self.draining.retain(|(_, w)| w.strong_count() > 0);
+        self.draining.iter().any(|(v, _)| *v == version)
+    }
+
+    pub fn has_served(&self) -> bool {
+        self.versions.values().any(|s| s.served.is_some())
+    }
 }
 
 /// One row of the repository index.
@@ -60,9 +134,13 @@ pub struct Readiness {
 }
 
 pub struct Runtime {
-    repository: PathBuf,
-    backends: Vec<Arc<dyn Backend>>,
-    models: RwLock<BTreeMap<String, ModelEntry>>,
+    pub(crate) repository: PathBuf,
+    pub(crate) backends: Vec<Arc<dyn Backend>>,
+    pub(crate) control: ControlMode,
+    pub(crate) models: RwLock<BTreeMap<String, ModelEntry>>,
+    /// One lifecycle operation (poll, load, unload) per model at a time.
+    pub(crate) model_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) fingerprints: Arc<Mutex<Fingerprints>>,
 }
 
 impl Runtime {
@@ -70,153 +148,26 @@ impl Runtime {
         Runtime {
             repository: repository.into(),
             backends,
+            control: ControlMode::None,
             models: RwLock::default(),
+            model_locks: Mutex::default(),
+            fingerprints: Arc::default(),
         }
+    }
+
+    pub fn with_control_mode(self, control: ControlMode) -> Runtime {
+        Runtime { control, ..self }
     }
 
     pub fn repository(&self) -> &Path {
         &self.repository
     }
 
-    /// Loads every model of the repository, in parallel. A model that fails is recorded with its
-    /// reason and logged; the others serve regardless. Fails only if the repository is unreadable.
-    pub async fn load_repository(self: &Arc<Self>) -> std::io::Result<()> {
-        let dirs = repository::scan(&self.repository)?;
-        let mut loads = JoinSet::new();
-        for dir in dirs {
-            let (entry, config) = Self::plan(&dir);
-            if let Some(problem) = &entry.problem {
-                tracing::error!(model = %dir.name, "model cannot be loaded: {problem}");
-            }
-            let versions: Vec<u64> = entry.versions.keys().copied().collect();
-            // The entry is in the map before any load starts, so every load finds its slot.
-            self.write().insert(dir.name.clone(), entry);
-            for version in versions {
-                let (runtime, name, path, config) = (
-                    Arc::clone(self),
-                    dir.name.clone(),
-                    dir.path.clone(),
-                    config.clone(),
-                );
-                loads.spawn_blocking(move || {
-                    let result = runtime.load_version(&name, &path, version, &config);
-                    runtime.finish_load(&name, version, result);
-                });
-            }
-        }
-        while let Some(joined) = loads.join_next().await {
-            if let Err(e) = joined {
-                tracing::error!("a model load task crashed: {e}");
-            }
-        }
-        Ok(())
+    pub fn control_mode(&self) -> ControlMode {
+        self.control
     }
 
-    /// The entry for a model directory: its config and the versions to load, all `Loading`, or
-    /// the reason nothing can load.
-    fn plan(dir: &repository::ModelDir) -> (ModelEntry, ModelConfig) {
-        let mut entry = ModelEntry::default();
-        let config = match ModelConfig::load_from_dir(&dir.path) {
-            Ok(config) => config,
-            Err(e) => {
-                entry.problem = Some(e.to_string());
-                return (entry, ModelConfig::default());
-            }
-        };
-        let selected = config.version_policy.select(&dir.versions);
-        if dir.versions.is_empty() {
-            entry.problem = Some(format!(
-                "no version directories in {} (expected {}/1/model.onnx)",
-                dir.path.display(),
-                dir.name
-            ));
-        } else if selected.is_empty() {
-            entry.problem = Some(format!(
-                "version policy {:?} selects none of the versions {:?}",
-                config.version_policy, dir.versions
-            ));
-        }
-        for version in selected {
-            let slot = VersionSlot {
-                state: ModelState::Loading,
-                reason: String::new(),
-                served: None,
-            };
-            entry.versions.insert(version, slot);
-        }
-        (entry, config)
-    }
-
-    fn load_version(
-        &self,
-        name: &str,
-        dir: &Path,
-        version: u64,
-        config: &ModelConfig,
-    ) -> Result<ServedModel, String> {
-        let version_dir = dir.join(version.to_string());
-        let backend = match &config.backend {
-            Some(wanted) => self.backends.iter().find(|b| b.name() == wanted).ok_or_else(|| {
-                format!("config asks for backend '{wanted}', which this server does not have ({})", self.backend_names())
-            })?,
-            None => self.backends.iter().find(|b| b.accepts(&version_dir, config)).ok_or_else(|| {
-                format!(
-                    "no backend recognises the files in {} (backends: {}; tract expects model.onnx)",
-                    version_dir.display(),
-                    self.backend_names()
-                )
-            })?,
-        };
-        let started = std::time::Instant::now();
-        let model = backend
-            .load(&version_dir, config)
-            .map_err(|e| e.to_string())?;
-        let spec = ModelSpec::derive(
-            name,
-            version,
-            (backend.name(), backend.platform()),
-            config,
-            model.signature(),
-        )?;
-        tracing::info!(
-            model = name,
-            version,
-            backend = backend.name(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "model loaded"
-        );
-        ServedModel::new(spec, Arc::from(model))
-            .map_err(|e| format!("cannot start the model's instance threads: {e}"))
-    }
-
-    fn finish_load(&self, name: &str, version: u64, result: Result<ServedModel, String>) {
-        let mut models = self.write();
-        let Some(slot) = models
-            .get_mut(name)
-            .and_then(|e| e.versions.get_mut(&version))
-        else {
-            return;
-        };
-        match result {
-            Ok(served) => {
-                *slot = VersionSlot {
-                    state: ModelState::Ready,
-                    reason: String::new(),
-                    served: Some(Arc::new(served)),
-                }
-            }
-            Err(reason) => {
-                tracing::error!(model = name, version, "model failed to load: {reason}");
-                *slot = VersionSlot {
-                    state: ModelState::Unavailable,
-                    reason,
-                    served: None,
-                };
-            }
-        }
-    }
-
-    fn backend_names(&self) -> String {
+    pub(crate) fn backend_names(&self) -> String {
         self.backends
             .iter()
             .map(|b| b.name())
@@ -224,12 +175,12 @@ impl Runtime {
             .join(", ")
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelEntry>> {
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelEntry>> {
         // A poisoned lock only means a panic elsewhere; the map itself is always consistent.
         self.models.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelEntry>> {
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelEntry>> {
         self.models.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -285,9 +236,11 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// Every model version the server knows, and the repository's models it has not loaded.
     pub fn index(&self) -> Vec<IndexEntry> {
         let mut out = Vec::new();
-        for (name, entry) in self.read().iter() {
+        let mut models = self.write();
+        for (name, entry) in models.iter_mut() {
             if let Some(problem) = &entry.problem
                 && entry.versions.is_empty()
             {
@@ -298,31 +251,63 @@ impl Runtime {
                     reason: problem.clone(),
                 });
             }
-            for (version, slot) in &entry.versions {
+            let versions: Vec<u64> = entry.versions.keys().copied().collect();
+            for version in versions {
+                let draining = entry.draining(version);
+                let slot = &entry.versions[&version];
+                let state = match slot.state {
+                    ModelState::Unavailable if slot.served.is_none() && draining => {
+                        ModelState::Unloading
+                    }
+                    state => state,
+                };
                 out.push(IndexEntry {
                     name: name.clone(),
-                    version: Some(*version),
-                    state: slot.state,
+                    version: Some(version),
+                    state,
                     reason: slot.reason.clone(),
                 });
             }
         }
+        let known: Vec<String> = models.keys().cloned().collect();
+        drop(models);
+        for name in repository::scan(&self.repository).unwrap_or_default() {
+            if !known.contains(&name) {
+                out.push(IndexEntry {
+                    name,
+                    version: None,
+                    state: ModelState::Unavailable,
+                    reason: "not loaded".into(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
         out
     }
 
     /// Ready when every model version that should be loaded is; says which are not and why.
     pub fn readiness(&self) -> Readiness {
-        let index = self.index();
-        let loading = index.iter().any(|e| e.state == ModelState::Loading);
-        let not_ready: Vec<String> = index
-            .into_iter()
-            .filter(|e| e.state != ModelState::Ready)
-            .map(|e| match (e.version, e.state) {
-                (Some(v), ModelState::Loading) => format!("{}/{v}: loading", e.name),
-                (Some(v), _) => format!("{}/{v}: {}", e.name, e.reason),
-                (None, _) => format!("{}: {}", e.name, e.reason),
-            })
-            .collect();
+        let models = self.read();
+        let mut loading = false;
+        let mut not_ready = Vec::new();
+        for (name, entry) in models.iter() {
+            if let Some(problem) = &entry.problem
+                && entry.problem_counts
+                && !entry.has_served()
+            {
+                not_ready.push(format!("{name}: {problem}"));
+            }
+            for (version, slot) in entry.versions.iter().filter(|(_, s)| s.required) {
+                match slot.state {
+                    ModelState::Ready => {}
+                    ModelState::Loading => {
+                        loading = true;
+                        not_ready.push(format!("{name}/{version}: loading"));
+                    }
+                    _ => not_ready.push(format!("{name}/{version}: {}", slot.reason)),
+                }
+            }
+        }
         Readiness {
             ready: not_ready.is_empty(),
             loading,
@@ -334,6 +319,8 @@ impl Runtime {
 fn describe(version: u64, slot: &VersionSlot) -> String {
     match slot.state {
         ModelState::Loading => format!("version {version} is loading"),
+        ModelState::Unloading => format!("version {version} is unloading"),
+        _ if slot.reason == "unloaded" => format!("version {version} is unloaded"),
         _ => format!("version {version} failed to load: {}", slot.reason),
     }
 }

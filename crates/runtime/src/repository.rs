@@ -1,40 +1,26 @@
 //! Reading the model repository layout: `<repo>/<model>/[config.toml]`, `<repo>/<model>/<version>/`.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// A model directory found in the repository.
-#[derive(Debug, Clone)]
-pub struct ModelDir {
-    pub name: String,
-    pub path: PathBuf,
-    /// Positive integer subdirectories, unsorted.
-    pub versions: Vec<u64>,
-}
-
-/// Model directories in `repo`, sorted by name. Hidden entries and plain files are skipped.
-pub fn scan(repo: &Path) -> io::Result<Vec<ModelDir>> {
+/// Names of the model directories in `repo`, sorted. Hidden entries and plain files are skipped.
+pub fn scan(repo: &Path) -> io::Result<Vec<String>> {
     let mut models = Vec::new();
     for entry in std::fs::read_dir(repo)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
         // is_dir follows symlinks: linked model and version directories are common (mounted volumes).
-        if name.starts_with('.') || !path.is_dir() {
+        if name.starts_with('.') || !entry.path().is_dir() {
             continue;
         }
-        let versions = versions(&path)?;
-        models.push(ModelDir {
-            name,
-            path,
-            versions,
-        });
+        models.push(name);
     }
-    models.sort_by(|a, b| a.name.cmp(&b.name));
+    models.sort();
     Ok(models)
 }
 
-fn versions(model_dir: &Path) -> io::Result<Vec<u64>> {
+/// Positive integer subdirectories of a model directory, unsorted.
+pub fn versions(model_dir: &Path) -> io::Result<Vec<u64>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(model_dir)? {
         let entry = entry?;

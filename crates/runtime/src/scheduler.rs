@@ -70,14 +70,25 @@ impl Shared {
 
 pub struct Scheduler {
     shared: Arc<Shared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A request each instance runs `count` times before the scheduler takes traffic.
+#[derive(Debug, Clone)]
+pub struct WarmupRun {
+    pub inputs: Vec<Tensor>,
+    pub count: u32,
 }
 
 impl Scheduler {
+    /// Starts one worker thread per instance; each runs the warmup requests first. Returns once
+    /// every instance is warm, or the first warmup failure (the workers are then stopped).
     pub fn start(
         name: &str,
         model: Arc<dyn LoadedModel>,
         policy: Policy,
-    ) -> std::io::Result<Scheduler> {
+        warmup: &[WarmupRun],
+    ) -> Result<Scheduler, String> {
         let instances = policy.instances.max(1);
         let shared = Arc::new(Shared {
             model,
@@ -86,13 +97,34 @@ impl Scheduler {
             work: Condvar::new(),
             batch_sizes: Mutex::default(),
         });
+        // Built before any thread starts, so an early return stops the ones already running.
+        let mut scheduler = Scheduler {
+            shared,
+            workers: Vec::with_capacity(instances),
+        };
+        let (warm_tx, warm_rx) = std::sync::mpsc::channel();
         for i in 0..instances {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
+            let shared = Arc::clone(&scheduler.shared);
+            let (warmup, warm_tx) = (warmup.to_vec(), warm_tx.clone());
+            let handle = std::thread::Builder::new()
                 .name(format!("inferd-{name}-{i}"))
-                .spawn(move || worker(&shared))?;
+                .spawn(move || {
+                    let warm = run_warmup(&*shared.model, &warmup)
+                        .map_err(|e| format!("warmup failed on instance {i}: {e}"));
+                    let failed = warm.is_err();
+                    let _ = warm_tx.send(warm);
+                    if !failed {
+                        worker(&shared);
+                    }
+                })
+                .map_err(|e| format!("cannot start the model's instance threads: {e}"))?;
+            scheduler.workers.push(handle);
         }
-        Ok(Scheduler { shared })
+        drop(warm_tx);
+        for warm in warm_rx.iter().take(instances) {
+            warm?;
+        }
+        Ok(scheduler)
     }
 
     /// Queues a request; the receiver yields its outputs. Dropping the receiver (a client that
@@ -151,10 +183,29 @@ impl Scheduler {
 }
 
 impl Drop for Scheduler {
+    /// Stops the workers and waits for them, so the model's memory is freed when this returns.
+    /// The queue is empty by then: every queued request holds the scheduler's owner alive.
     fn drop(&mut self) {
         self.shared.lock().stopped = true;
         self.shared.work.notify_all();
+        let me = std::thread::current().id();
+        for handle in self.workers.drain(..) {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
     }
+}
+
+fn run_warmup(model: &dyn LoadedModel, runs: &[WarmupRun]) -> Result<(), String> {
+    for run in runs {
+        for _ in 0..run.count {
+            std::panic::catch_unwind(AssertUnwindSafe(|| model.infer(run.inputs.clone())))
+                .map_err(|_| "the model crashed (the backend panicked)".to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// Drops requests whose client left and answers those past their deadline.

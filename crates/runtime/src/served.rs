@@ -2,17 +2,22 @@
 //! scheduler (queue, batcher, instance threads).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inferd_core::{LoadedModel, NamedTensor, Tensor, TensorSpec};
 
+use crate::memory::ReleaseOnDrop;
 use crate::scheduler::{Policy, QueueError, Scheduler};
+use crate::warmup;
 use crate::{InferRequest, InferResponse, ModelSpec, Parameters, RuntimeError};
 
 pub struct ServedModel {
     spec: ModelSpec,
     scheduler: Scheduler,
+    /// Fields drop in order: this runs after the scheduler freed the model.
+    _release: ReleaseOnDrop,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -24,8 +29,14 @@ impl std::fmt::Debug for ServedModel {
 }
 
 impl ServedModel {
-    /// Starts the model's scheduler (its instance threads).
-    pub fn new(spec: ModelSpec, model: Arc<dyn LoadedModel>) -> std::io::Result<ServedModel> {
+    /// Starts the model's scheduler (its instance threads) and returns once each instance ran
+    /// the config's warmup requests (sample files are found under `model_dir`).
+    pub fn new(
+        spec: ModelSpec,
+        model: Arc<dyn LoadedModel>,
+        model_dir: &Path,
+    ) -> Result<ServedModel, String> {
+        let warmup = warmup::runs(&spec, model_dir)?;
         let b = &spec.batching;
         let policy = Policy {
             batching: b.enabled && spec.max_batch_size > 0,
@@ -39,8 +50,12 @@ impl ServedModel {
             max_queue_size: b.max_queue_size as usize,
             instances: spec.instance_count.max(1) as usize,
         };
-        let scheduler = Scheduler::start(&spec.name, model, policy)?;
-        Ok(ServedModel { spec, scheduler })
+        let scheduler = Scheduler::start(&spec.name, model, policy, &warmup)?;
+        Ok(ServedModel {
+            spec,
+            scheduler,
+            _release: ReleaseOnDrop,
+        })
     }
 
     pub fn spec(&self) -> &ModelSpec {

@@ -1,34 +1,20 @@
 //! The runtime over a real repository: fixture models, a broken model, validation errors.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use inferd_backend_tract::TractBackend;
 use inferd_core::{NamedTensor, Tensor, TensorData};
 use inferd_runtime::{ErrorKind, InferRequest, ModelState, Runtime};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use common::{copy_dir, fixtures, iris_input, temp_repository};
 
 /// A repository with iris_logreg (versions 1 and 2), mlp, a garbage model file, a model with an
 /// unsupported operator and a model whose config.toml does not parse.
 fn repository(tag: &str) -> PathBuf {
-    let repo = std::env::temp_dir().join(format!("inferd-runtime-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&repo);
+    let repo = temp_repository(tag);
     copy_dir(&fixtures().join("models/iris_logreg"), &repo.join("iris/1"));
     copy_dir(
         &fixtures().join("models/iris_logreg/1"),
@@ -54,14 +40,6 @@ async fn runtime(tag: &str) -> Arc<Runtime> {
     let runtime = Arc::new(Runtime::new(repository(tag), vec![Arc::new(TractBackend)]));
     runtime.load_repository().await.unwrap();
     runtime
-}
-
-fn iris_input(rows: usize) -> NamedTensor {
-    let tensor = Tensor::new(vec![rows, 4], TensorData::F32(vec![5.1; rows * 4])).unwrap();
-    NamedTensor {
-        name: "X".into(),
-        tensor,
-    }
 }
 
 #[tokio::test]

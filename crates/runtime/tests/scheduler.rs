@@ -2,7 +2,8 @@
 //! priorities and the batch sizes it forms. A wrapper makes a real model slow so that a queue
 //! builds up deterministically behind the first request.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +14,7 @@ use inferd_core::{
 };
 use inferd_runtime::{ErrorKind, InferRequest, ModelSpec, Parameter, ServedModel};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+use common::fixtures;
 
 /// First input value of each row, per execution, in execution order.
 type Ran = Arc<Mutex<Vec<Vec<f32>>>>;
@@ -57,7 +56,7 @@ fn serve(name: &str, config: ModelConfig, delay: Duration) -> (Arc<ServedModel>,
         ran: Arc::clone(&ran),
     };
     (
-        Arc::new(ServedModel::new(spec, Arc::new(model)).unwrap()),
+        Arc::new(ServedModel::new(spec, Arc::new(model), &dir).unwrap()),
         ran,
     )
 }

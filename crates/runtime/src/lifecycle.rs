@@ -1,0 +1,490 @@
+//! Getting model versions into and out of service: start-up loading, polling the repository, the
+//! load/unload API. A new or reloaded version is loaded and warmed up beside the one serving, then
+//! swapped in under the registry lock; requests already holding the old one finish on it, and its
+//! memory is freed when the last of them is answered. Loads run on blocking threads, never on the
+//! request path.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use inferd_core::ModelConfig;
+use tokio::task::JoinSet;
+
+use crate::registry::{ControlMode, ModelState, Runtime, VersionSlot};
+use crate::{ModelSpec, RuntimeError, ServedModel, memory, repository};
+
+/// What set a load off; decides whether its failure counts against server readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Models the server was started with: all must load (strict readiness).
+    Startup,
+    /// A change on disk: a failed update does not count while earlier versions keep serving.
+    Poll,
+    /// The load API: the caller gets the failure; readiness is not affected.
+    Api,
+}
+
+/// What the model directory asks for.
+enum Plan {
+    /// The directory is gone.
+    Gone,
+    /// Nothing can load: the reason.
+    Problem(String),
+    Load {
+        config: Box<ModelConfig>,
+        dir: PathBuf,
+        /// Versions the policy selects, with the fingerprint of their files and config.
+        wanted: Vec<(u64, u64)>,
+    },
+}
+
+type Outcome = (u64, Result<ServedModel, String>);
+
+impl Runtime {
+    /// Loads every model of the repository, in parallel. A model that fails is recorded with its
+    /// reason and logged; the others serve regardless. Fails only if the repository is unreadable.
+    pub async fn load_repository(self: &Arc<Self>) -> std::io::Result<()> {
+        self.load_startup(&["*".to_string()]).await
+    }
+
+    /// Start-up loading: every model in `none` and `poll` modes; in `explicit` mode only the
+    /// models named (`*`: all).
+    pub async fn load_startup(self: &Arc<Self>, names: &[String]) -> std::io::Result<()> {
+        let dirs = repository::scan(&self.repository)?;
+        let all = self.control != ControlMode::Explicit || names.iter().any(|n| n == "*");
+        for missing in names.iter().filter(|n| *n != "*" && !dirs.contains(n)) {
+            tracing::error!(
+                model = %missing,
+                "asked to load a model that is not in the repository {}",
+                self.repository.display()
+            );
+        }
+        let names: Vec<String> = dirs
+            .into_iter()
+            .filter(|n| all || names.contains(n))
+            .collect();
+        self.sync_all(names, Trigger::Startup).await;
+        Ok(())
+    }
+
+    /// One rescan of the repository (poll mode): new and changed versions are loaded, versions
+    /// and models that left the repository are unloaded. Unchanged ones are not touched.
+    pub async fn poll(self: &Arc<Self>) -> std::io::Result<()> {
+        let on_disk = repository::scan(&self.repository)?;
+        let gone: Vec<String> = self
+            .read()
+            .keys()
+            .filter(|n| !on_disk.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let _guard = self.model_lock(&name).lock_owned().await;
+            self.remove(&name);
+        }
+        self.sync_all(on_disk, Trigger::Poll).await;
+        Ok(())
+    }
+
+    /// The load API: loads the model, or reloads what changed since its last load. `config`
+    /// replaces the model's config.toml for this load. Returns once the model serves.
+    pub async fn load_model(
+        self: &Arc<Self>,
+        name: &str,
+        config: Option<ModelConfig>,
+    ) -> Result<(), RuntimeError> {
+        self.require_explicit("load")?;
+        self.require_in_repository(name)?;
+        // A task of its own: a client that hangs up must not cancel a load half-way.
+        let (runtime, model) = (Arc::clone(self), name.to_string());
+        tokio::spawn(async move { runtime.sync(&model, config, Trigger::Api).await })
+            .await
+            .unwrap_or_else(|e| Err(format!("the load task crashed: {e}")))
+            .map_err(|reason| RuntimeError::LoadFailed {
+                model: name.to_string(),
+                reason,
+            })
+    }
+
+    /// The unload API: every version leaves service at once; requests they already accepted
+    /// finish, then their memory is freed.
+    pub async fn unload_model(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
+        self.require_explicit("unload")?;
+        let known = self.read().contains_key(name);
+        if !known {
+            return self.require_in_repository(name);
+        }
+        let _guard = self.model_lock(name).lock_owned().await;
+        let mut retired = Vec::new();
+        {
+            let mut models = self.write();
+            if let Some(entry) = models.get_mut(name) {
+                entry.problem = None;
+                let versions: Vec<u64> = entry.versions.keys().copied().collect();
+                retired.extend(
+                    versions
+                        .into_iter()
+                        .filter_map(|v| entry.retire(v, "unloaded")),
+                );
+            }
+        }
+        tracing::info!(model = name, versions = retired.len(), "model unloaded");
+        Ok(())
+    }
+
+    fn require_explicit(&self, what: &str) -> Result<(), RuntimeError> {
+        match self.control {
+            ControlMode::Explicit => Ok(()),
+            mode => Err(RuntimeError::ModelControl(format!(
+                "cannot {what} models through the API: the server runs with --model-control-mode \
+                 {}; start it with --model-control-mode explicit",
+                match mode {
+                    ControlMode::Poll => "poll (the repository's contents decide what is loaded)",
+                    _ => "none (everything is loaded at start)",
+                }
+            ))),
+        }
+    }
+
+    fn require_in_repository(&self, name: &str) -> Result<(), RuntimeError> {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\'])
+            && self.repository.join(name).is_dir();
+        if plain {
+            Ok(())
+        } else {
+            Err(RuntimeError::UnknownModel(name.to_string()))
+        }
+    }
+
+    fn model_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.model_locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(name.to_string()).or_default())
+    }
+
+    async fn sync_all(self: &Arc<Self>, names: Vec<String>, trigger: Trigger) {
+        let mut tasks = JoinSet::new();
+        for name in names {
+            let runtime = Arc::clone(self);
+            tasks.spawn(async move {
+                // Failures are logged and recorded in the index by sync itself.
+                let _ = runtime.sync(&name, None, trigger).await;
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!("a model load task crashed: {e}");
+            }
+        }
+    }
+
+    /// Brings one model in line with its directory: loads versions that are new, changed or
+    /// (from the API) failed before, swaps them in, and retires versions no longer selected.
+    /// Err lists what could not load.
+    async fn sync(
+        self: &Arc<Self>,
+        name: &str,
+        config: Option<ModelConfig>,
+        trigger: Trigger,
+    ) -> Result<(), String> {
+        let _guard = self.model_lock(name).lock_owned().await;
+        let plan = {
+            let (runtime, model) = (Arc::clone(self), name.to_string());
+            tokio::task::spawn_blocking(move || runtime.plan(&model, config))
+                .await
+                .map_err(|e| format!("planning the load crashed: {e}"))?
+        };
+        let (config, dir, wanted) = match plan {
+            Plan::Gone => {
+                self.remove(name);
+                return Err(format!("{} is gone", self.repository.join(name).display()));
+            }
+            Plan::Problem(problem) => return Err(self.record_problem(name, problem, trigger)),
+            Plan::Load {
+                config,
+                dir,
+                wanted,
+            } => (config, dir, wanted),
+        };
+        let (to_load, had_served) = self.mark_loading(name, &wanted, trigger);
+        let mut loads = JoinSet::new();
+        for version in to_load {
+            let (runtime, model, dir, config) = (
+                Arc::clone(self),
+                name.to_string(),
+                dir.clone(),
+                ModelConfig::clone(&config),
+            );
+            loads.spawn_blocking(move || {
+                (
+                    version,
+                    runtime.load_version(&model, &dir, version, &config),
+                )
+            });
+        }
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        while let Some(joined) = loads.join_next().await {
+            match joined {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => tracing::error!(model = name, "a model load task crashed: {e}"),
+            }
+        }
+        self.install(name, &wanted, outcomes, had_served, trigger)
+    }
+
+    fn plan(&self, name: &str, config: Option<ModelConfig>) -> Plan {
+        let dir = self.repository.join(name);
+        if !dir.is_dir() {
+            return Plan::Gone;
+        }
+        let versions = match repository::versions(&dir) {
+            Ok(versions) => versions,
+            Err(e) => return Plan::Problem(format!("cannot read {}: {e}", dir.display())),
+        };
+        let config = match config.map_or_else(|| ModelConfig::load_from_dir(&dir), Ok) {
+            Ok(config) => config,
+            Err(e) => return Plan::Problem(e.to_string()),
+        };
+        let selected = config.version_policy.select(&versions);
+        if versions.is_empty() {
+            return Plan::Problem(format!(
+                "no version directories in {} (expected {}/1/model.onnx)",
+                dir.display(),
+                name
+            ));
+        }
+        if selected.is_empty() {
+            return Plan::Problem(format!(
+                "version policy {:?} selects none of the versions {versions:?}",
+                config.version_policy
+            ));
+        }
+        // Debug output is deterministic: a config change (not a comment) changes it.
+        let mut config_hash = DefaultHasher::new();
+        format!("{config:?}").hash(&mut config_hash);
+        let mut fingerprints = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wanted = Vec::with_capacity(selected.len());
+        for version in selected {
+            let version_dir = dir.join(version.to_string());
+            match fingerprints.of_dir(&version_dir) {
+                Ok(files) => {
+                    let mut hasher = config_hash.clone();
+                    files.hash(&mut hasher);
+                    wanted.push((version, hasher.finish()));
+                }
+                Err(e) => {
+                    return Plan::Problem(format!("cannot read {}: {e}", version_dir.display()));
+                }
+            }
+        }
+        Plan::Load {
+            config: Box::new(config),
+            dir,
+            wanted,
+        }
+    }
+
+    /// Records why nothing of the model can load; earlier loads keep serving.
+    fn record_problem(&self, name: &str, problem: String, trigger: Trigger) -> String {
+        let mut models = self.write();
+        let entry = models.entry(name.to_string()).or_default();
+        let serving = entry.has_served();
+        if serving {
+            for slot in entry.versions.values_mut().filter(|s| s.served.is_some()) {
+                slot.reason = format!("update failed, this load keeps serving: {problem}");
+            }
+        }
+        entry.problem_counts = trigger == Trigger::Startup;
+        entry.problem = Some(problem.clone());
+        drop(models);
+        tracing::error!(
+            model = name,
+            serving_previous = serving,
+            "model cannot be loaded: {problem}"
+        );
+        problem
+    }
+
+    /// Marks what will load: new versions as LOADING; reloaded ones keep serving meanwhile.
+    /// Returns the versions to load and whether the model served anything before.
+    fn mark_loading(
+        &self,
+        name: &str,
+        wanted: &[(u64, u64)],
+        trigger: Trigger,
+    ) -> (Vec<u64>, bool) {
+        let mut models = self.write();
+        let entry = models.entry(name.to_string()).or_default();
+        entry.problem = None;
+        let had_served = entry.has_served();
+        let mut to_load = Vec::new();
+        for &(version, fingerprint) in wanted {
+            match entry.versions.get_mut(&version) {
+                None => {
+                    entry
+                        .versions
+                        .insert(version, VersionSlot::loading(fingerprint));
+                }
+                Some(slot) => {
+                    let changed = slot.fingerprint != Some(fingerprint);
+                    let retry = slot.served.is_none() && trigger != Trigger::Poll;
+                    if !changed && !retry {
+                        continue;
+                    }
+                    slot.fingerprint = Some(fingerprint);
+                    if slot.served.is_none() {
+                        *slot = VersionSlot::loading(fingerprint);
+                    }
+                }
+            }
+            to_load.push(version);
+        }
+        (to_load, had_served)
+    }
+
+    /// Swaps finished loads in and retires versions the policy no longer selects, unless none of
+    /// the selected ones could load (then the older ones keep serving).
+    fn install(
+        &self,
+        name: &str,
+        wanted: &[(u64, u64)],
+        outcomes: Vec<Outcome>,
+        had_served: bool,
+        trigger: Trigger,
+    ) -> Result<(), String> {
+        let had_loads = !outcomes.is_empty();
+        let mut released = Vec::new();
+        let mut models = self.write();
+        let entry = models.entry(name.to_string()).or_default();
+        for (version, outcome) in outcomes {
+            let Some(slot) = entry.versions.get_mut(&version) else {
+                continue;
+            };
+            match outcome {
+                Ok(served) => {
+                    slot.state = ModelState::Ready;
+                    slot.reason.clear();
+                    slot.required = true;
+                    released.extend(entry.swap(version, Arc::new(served)));
+                }
+                Err(reason) if slot.served.is_some() => {
+                    tracing::error!(
+                        model = name,
+                        version,
+                        "reload failed; the previous load keeps serving: {reason}"
+                    );
+                    slot.reason =
+                        format!("reload failed, the previous load keeps serving: {reason}");
+                }
+                Err(reason) => {
+                    tracing::error!(model = name, version, "model failed to load: {reason}");
+                    slot.state = ModelState::Unavailable;
+                    slot.reason = reason;
+                    slot.required = match trigger {
+                        Trigger::Startup => true,
+                        Trigger::Poll => !had_served,
+                        Trigger::Api => false,
+                    };
+                }
+            }
+        }
+        let is_wanted = |v: &u64| wanted.iter().any(|(w, _)| w == v);
+        let wanted_serves = entry
+            .versions
+            .iter()
+            .any(|(v, s)| is_wanted(v) && s.served.is_some());
+        let others: Vec<u64> = entry
+            .versions
+            .keys()
+            .copied()
+            .filter(|v| !is_wanted(v))
+            .collect();
+        for version in others {
+            if wanted_serves {
+                released.extend(entry.retire(version, "unloaded"));
+            } else if entry.versions[&version].served.is_some() {
+                tracing::warn!(
+                    model = name,
+                    version,
+                    "keeps serving: no newer version could load"
+                );
+            }
+        }
+        let failures: Vec<String> = wanted
+            .iter()
+            .filter_map(|(v, _)| {
+                let slot = entry.versions.get(v)?;
+                (slot.state != ModelState::Ready || !slot.reason.is_empty())
+                    .then(|| format!("version {v}: {}", slot.reason))
+            })
+            .collect();
+        drop(models);
+        // The old loads are dropped here, outside the lock; each frees its memory once its
+        // last request is answered.
+        drop(released);
+        if had_loads {
+            memory::release_free_memory();
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    /// Forgets a model that left the repository; its loads finish their requests first.
+    fn remove(&self, name: &str) {
+        let entry = self.write().remove(name);
+        if entry.is_some() {
+            tracing::info!(model = name, "model left the repository; unloaded");
+        }
+        self.fingerprints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(&self.repository.join(name));
+        drop(entry);
+    }
+
+    fn load_version(
+        &self,
+        name: &str,
+        dir: &Path,
+        version: u64,
+        config: &ModelConfig,
+    ) -> Result<ServedModel, String> {
+        let version_dir = dir.join(version.to_string());
+        let backend = match &config.backend {
+            Some(wanted) => self.backends.iter().find(|b| b.name() == wanted).ok_or_else(|| {
+                format!("config asks for backend '{wanted}', which this server does not have ({})", self.backend_names())
+            })?,
+            None => self.backends.iter().find(|b| b.accepts(&version_dir, config)).ok_or_else(|| {
+                format!(
+                    "no backend recognises the files in {} (backends: {}; tract expects model.onnx)",
+                    version_dir.display(),
+                    self.backend_names()
+                )
+            })?,
+        };
+        let started = std::time::Instant::now();
+        let model = backend
+            .load(&version_dir, config)
+            .map_err(|e| e.to_string())?;
+        let spec = ModelSpec::derive(
+            name,
+            version,
+            (backend.name(), backend.platform()),
+            config,
+            model.signature(),
+        )?;
+        let served = ServedModel::new(spec, Arc::from(model), dir)?;
+        tracing::info!(
+            model = name,
+            version,
+            backend = backend.name(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        Ok(served)
+    }
+}

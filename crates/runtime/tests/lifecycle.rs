@@ -1,0 +1,282 @@
+//! Versions entering and leaving service: polling, the load/unload API, swaps, warmup.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use inferd_backend_tract::TractBackend;
+use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor};
+use inferd_runtime::{ControlMode, ErrorKind, InferRequest, ModelState, Runtime};
+
+use common::{copy_dir, fixtures, iris_input, temp_repository};
+
+fn add_version(repo: &Path, model: &str, version: u64, fixture: &str) {
+    copy_dir(
+        &fixtures().join(format!("models/{fixture}/1")),
+        &repo.join(format!("{model}/{version}")),
+    );
+}
+
+fn runtime(repo: &Path, mode: ControlMode) -> Arc<Runtime> {
+    Arc::new(Runtime::new(repo, vec![Arc::new(TractBackend)]).with_control_mode(mode))
+}
+
+async fn infer_iris(runtime: &Runtime) -> (u64, Vec<f32>) {
+    let response = runtime
+        .get("iris", None)
+        .unwrap()
+        .infer(InferRequest {
+            inputs: vec![iris_input(1)],
+            outputs: Some(vec!["probabilities".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let probabilities = match response.outputs[0].tensor.data() {
+        inferd_core::TensorData::F32(v) => v.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    (response.model_version, probabilities)
+}
+
+fn state(runtime: &Runtime, model: &str, version: u64) -> (ModelState, String) {
+    runtime
+        .index()
+        .into_iter()
+        .find(|e| e.name == model && e.version == Some(version))
+        .map(|e| (e.state, e.reason))
+        .unwrap_or_else(|| panic!("{model}/{version} not in the index"))
+}
+
+#[tokio::test]
+async fn polling_swaps_versions_in_and_out() {
+    let repo = temp_repository("poll");
+    add_version(&repo, "iris", 1, "iris_logreg");
+    let runtime = runtime(&repo, ControlMode::Poll);
+    runtime.load_repository().await.unwrap();
+    let (version, before) = infer_iris(&runtime).await;
+    assert_eq!(version, 1);
+
+    // A request that holds version 1 across the swap finishes on it.
+    let held = runtime.get("iris", None).unwrap();
+    add_version(&repo, "iris", 2, "iris_logreg");
+    runtime.poll().await.unwrap();
+    assert_eq!(infer_iris(&runtime).await.0, 2);
+    assert_eq!(state(&runtime, "iris", 1).0, ModelState::Unloading);
+    let answer = held
+        .infer(InferRequest {
+            inputs: vec![iris_input(1)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.model_version, 1);
+    drop(held);
+    assert_eq!(
+        state(&runtime, "iris", 1),
+        (ModelState::Unavailable, "unloaded".into())
+    );
+
+    // New weights in version 2: reloaded in place, answers change, the version stays.
+    std::fs::copy(
+        fixtures().join("models/iris_forest/1/model.onnx"),
+        repo.join("iris/2/model.onnx"),
+    )
+    .unwrap();
+    runtime.poll().await.unwrap();
+    let (version, after) = infer_iris(&runtime).await;
+    assert_eq!(version, 2);
+    assert_ne!(before, after);
+
+    // Nothing changed: nothing reloads (the same load keeps serving).
+    let serving = runtime.get("iris", None).unwrap();
+    runtime.poll().await.unwrap();
+    assert!(Arc::ptr_eq(&serving, &runtime.get("iris", None).unwrap()));
+    drop(serving);
+
+    // A corrupt version 3: version 2 keeps serving, the index says why, readiness holds.
+    std::fs::create_dir_all(repo.join("iris/3")).unwrap();
+    std::fs::write(repo.join("iris/3/model.onnx"), b"corrupt").unwrap();
+    runtime.poll().await.unwrap();
+    assert_eq!(infer_iris(&runtime).await.0, 2);
+    let (s, reason) = state(&runtime, "iris", 3);
+    assert_eq!(s, ModelState::Unavailable);
+    assert!(reason.contains("not a readable ONNX model"), "{reason}");
+    assert_eq!(state(&runtime, "iris", 2).0, ModelState::Ready);
+    assert!(runtime.readiness().ready, "{:?}", runtime.readiness());
+
+    // Fixed: version 3 serves and version 2 leaves.
+    add_version(&repo, "iris", 3, "iris_logreg");
+    runtime.poll().await.unwrap();
+    assert_eq!(infer_iris(&runtime).await.0, 3);
+    assert_eq!(state(&runtime, "iris", 2).1, "unloaded");
+
+    // The model leaves the repository: it is unloaded.
+    std::fs::remove_dir_all(repo.join("iris")).unwrap();
+    runtime.poll().await.unwrap();
+    assert_eq!(
+        runtime.get("iris", None).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test]
+async fn explicit_mode_loads_and_unloads_through_the_api() {
+    let repo = temp_repository("explicit");
+    add_version(&repo, "iris", 1, "iris_logreg");
+    std::fs::create_dir_all(repo.join("broken/1")).unwrap();
+    std::fs::write(repo.join("broken/1/model.onnx"), b"corrupt").unwrap();
+    let runtime = runtime(&repo, ControlMode::Explicit);
+    runtime.load_startup(&[]).await.unwrap();
+    let row = |name: &str| {
+        runtime
+            .index()
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.version, e.state, e.reason))
+            .unwrap()
+    };
+    assert_eq!(
+        row("iris"),
+        (None, ModelState::Unavailable, "not loaded".into())
+    );
+    assert!(runtime.readiness().ready);
+
+    runtime.load_model("iris", None).await.unwrap();
+    assert_eq!(infer_iris(&runtime).await.0, 1);
+    runtime.unload_model("iris").await.unwrap();
+    let err = runtime.get("iris", None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("unloaded"), "{err}");
+    assert_eq!(
+        state(&runtime, "iris", 1),
+        (ModelState::Unavailable, "unloaded".into())
+    );
+    runtime.load_model("iris", None).await.unwrap();
+    assert_eq!(infer_iris(&runtime).await.0, 1);
+
+    // A config override for this load.
+    let config = ModelConfig::parse_json(r#"{"instance_count": 2, "max_batch_size": 8}"#).unwrap();
+    runtime.load_model("iris", Some(config)).await.unwrap();
+    let spec = runtime.get("iris", None).unwrap().spec().clone();
+    assert_eq!((spec.instance_count, spec.max_batch_size), (2, 8));
+
+    let err = runtime.load_model("broken", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        err.to_string().contains("not a readable ONNX model"),
+        "{err}"
+    );
+    assert_eq!(state(&runtime, "broken", 1).0, ModelState::Unavailable);
+    // A failed API load is the caller's answer; it does not make the server unready.
+    assert!(runtime.readiness().ready, "{:?}", runtime.readiness());
+
+    for name in ["nope", "../iris", ".hidden", ""] {
+        let err = runtime.load_model(name, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{name}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_is_refused_outside_explicit_mode() {
+    let repo = temp_repository("refused");
+    add_version(&repo, "iris", 1, "iris_logreg");
+    for mode in [ControlMode::None, ControlMode::Poll] {
+        let runtime = runtime(&repo, mode);
+        runtime.load_repository().await.unwrap();
+        for err in [
+            runtime.load_model("iris", None).await.unwrap_err(),
+            runtime.unload_model("iris").await.unwrap_err(),
+        ] {
+            assert!(
+                err.to_string()
+                    .contains("start it with --model-control-mode explicit"),
+                "{err}"
+            );
+        }
+        assert_eq!(infer_iris(&runtime).await.0, 1);
+    }
+}
+
+/// Tract, counting every inference of the models it loads.
+struct Counting(Arc<AtomicUsize>);
+
+struct CountingModel(Box<dyn LoadedModel>, Arc<AtomicUsize>);
+
+impl LoadedModel for CountingModel {
+    fn signature(&self) -> &ModelSignature {
+        self.0.signature()
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.infer(inputs)
+    }
+}
+
+impl Backend for Counting {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn platform(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn accepts(&self, dir: &Path, config: &ModelConfig) -> bool {
+        TractBackend.accepts(dir, config)
+    }
+
+    fn load(&self, dir: &Path, config: &ModelConfig) -> Result<Box<dyn LoadedModel>, BackendError> {
+        let inner = TractBackend.load(dir, config)?;
+        Ok(Box::new(CountingModel(inner, Arc::clone(&self.0))))
+    }
+}
+
+#[tokio::test]
+async fn warmup_runs_on_every_instance_before_traffic() {
+    let repo = temp_repository("warmup");
+    add_version(&repo, "iris", 1, "iris_logreg");
+    let rows: Vec<u8> = [5.1f32, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::create_dir_all(repo.join("iris/warmup")).unwrap();
+    std::fs::write(repo.join("iris/warmup/x.bin"), &rows).unwrap();
+    std::fs::write(
+        repo.join("iris/config.toml"),
+        r#"
+        instance_count = 2
+        [[warmup]]
+        batch_size = 4
+        count = 3
+        data = "random"
+        [[warmup]]
+        batch_size = 2
+        files = { X = "warmup/x.bin" }
+        "#,
+    )
+    .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::new(Runtime::new(
+        &repo,
+        vec![Arc::new(Counting(Arc::clone(&runs)))],
+    ));
+    counted.load_repository().await.unwrap();
+    assert_eq!(state(&counted, "iris", 1).0, ModelState::Ready);
+    // (3 random + 1 sample) on each of 2 instances.
+    assert_eq!(runs.load(Ordering::SeqCst), 8);
+
+    // A sample of the wrong size fails the load with a reason that names it.
+    std::fs::write(repo.join("iris/warmup/x.bin"), &rows[..12]).unwrap();
+    let runtime = runtime(&repo, ControlMode::None);
+    runtime.load_repository().await.unwrap();
+    let (s, reason) = state(&runtime, "iris", 1);
+    assert_eq!(s, ModelState::Unavailable);
+    assert!(
+        reason.contains("warmup 2") && reason.contains("x.bin"),
+        "{reason}"
+    );
+}
