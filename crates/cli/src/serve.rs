@@ -1,10 +1,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use inferd_backend_tract::TractBackend;
-use inferd_runtime::Runtime;
+use inferd_runtime::{ControlMode, Runtime};
 use inferd_server::ServerConfig;
 use tokio::sync::watch;
 
@@ -39,12 +40,49 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
     strict_readiness: bool,
 
+    /// Who decides what is loaded: `none` loads the whole repository at start; `poll` also
+    /// rescans it every --repository-poll-secs and loads/unloads what changed; `explicit` loads
+    /// only --load-model at start and then what the load/unload API asks for.
+    #[arg(
+        long,
+        env = "INFERD_MODEL_CONTROL_MODE",
+        value_enum,
+        default_value = "none"
+    )]
+    model_control_mode: ControlArg,
+
+    /// Seconds between repository scans in poll mode.
+    #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    repository_poll_secs: u64,
+
+    /// Model to load at start in explicit mode (repeatable; `*` loads all).
+    #[arg(long = "load-model", value_name = "NAME")]
+    load_models: Vec<String>,
+
     /// Log line format; the level is set with INFERD_LOG (default info).
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ControlArg {
+    None,
+    Poll,
+    Explicit,
+}
+
+impl From<ControlArg> for ControlMode {
+    fn from(arg: ControlArg) -> ControlMode {
+        match arg {
+            ControlArg::None => ControlMode::None,
+            ControlArg::Poll => ControlMode::Poll,
+            ControlArg::Explicit => ControlMode::Explicit,
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> Result<(), String> {
+    inferd_runtime::memory::tune_allocator();
     logging::init(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -61,10 +99,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.model_repository.display()
         ));
     }
-    let runtime = Arc::new(Runtime::new(
-        &args.model_repository,
-        vec![Arc::new(TractBackend)],
-    ));
+    let mode = ControlMode::from(args.model_control_mode);
+    if mode != ControlMode::Explicit && !args.load_models.is_empty() {
+        return Err("--load-model needs --model-control-mode explicit (the other modes load the whole repository)".into());
+    }
+    let runtime = Arc::new(
+        Runtime::new(&args.model_repository, vec![Arc::new(TractBackend)]).with_control_mode(mode),
+    );
     let bind = |port: u16| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)
@@ -86,22 +127,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     );
 
     // Serve health and metadata while models load; readiness reports the loading state.
-    let loader = Arc::clone(&runtime);
-    tokio::spawn(async move {
-        match loader.load_repository().await {
-            Ok(()) => {
-                let r = loader.readiness();
-                if r.ready {
-                    tracing::info!("all models loaded");
-                } else {
-                    tracing::warn!(not_ready = ?r.not_ready, "loading finished; some models are not ready");
-                }
-            }
-            Err(e) => {
-                tracing::error!(repository = %loader.repository().display(), "cannot read the model repository: {e}")
-            }
-        }
-    });
+    tokio::spawn(load_and_poll(
+        Arc::clone(&runtime),
+        args.load_models.clone(),
+        Duration::from_secs(args.repository_poll_secs),
+    ));
 
     // One signal stops both endpoints; each finishes its in-flight requests.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -126,6 +156,35 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tokio::try_join!(http, grpc)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Start-up loading, then in poll mode a rescan every `period`.
+async fn load_and_poll(runtime: Arc<Runtime>, load_models: Vec<String>, period: Duration) {
+    match runtime.load_startup(&load_models).await {
+        Ok(()) => {
+            let r = runtime.readiness();
+            if r.ready {
+                tracing::info!("start-up loading finished; ready");
+            } else {
+                tracing::warn!(not_ready = ?r.not_ready, "loading finished; some models are not ready");
+            }
+        }
+        Err(e) => {
+            tracing::error!(repository = %runtime.repository().display(), "cannot read the model repository: {e}")
+        }
+    }
+    if runtime.control_mode() != ControlMode::Poll {
+        return;
+    }
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(e) = runtime.poll().await {
+            tracing::error!(repository = %runtime.repository().display(), "cannot scan the model repository: {e}");
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM; the server then finishes in-flight requests and exits.

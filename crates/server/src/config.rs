@@ -23,7 +23,11 @@ impl Default for ServerConfig {
 pub const SERVER_NAME: &str = "inferd";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Protocol extensions both front ends implement.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+];
 
 /// Server readiness under `config`, with what is not ready and why.
 pub fn readiness(runtime: &Runtime, config: &ServerConfig) -> (bool, Vec<String>) {

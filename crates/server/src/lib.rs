@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod grpc;
 mod http;
+mod model_control;
 mod v2;
 
 pub use config::ServerConfig;

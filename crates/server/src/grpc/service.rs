@@ -11,6 +11,7 @@ use super::pb::grpc_inference_service_server::GrpcInferenceService;
 use super::{convert, model_config, pb};
 use crate::config::{self, ServerConfig};
 use crate::error::grpc_status;
+use crate::model_control::{LoadParameter, config_override};
 
 /// Responses a stream may have waiting for the client before inference pauses.
 const STREAM_BUFFER: usize = 64;
@@ -214,19 +215,38 @@ impl GrpcInferenceService for InferenceService {
 
     async fn repository_model_load(
         &self,
-        _: Request<pb::RepositoryModelLoadRequest>,
+        request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        Err(Status::unimplemented(
-            "explicit model load is not implemented yet (model lifecycle issue)",
-        ))
+        use pb::model_repository_parameter::ParameterChoice;
+        let request = request.into_inner();
+        let parameters = request
+            .parameters
+            .into_iter()
+            .map(|(key, value)| LoadParameter {
+                key,
+                string: match value.parameter_choice {
+                    Some(ParameterChoice::StringParam(s)) => Some(s),
+                    Some(ParameterChoice::BytesParam(b)) => String::from_utf8(b).ok(),
+                    _ => None,
+                },
+            })
+            .collect();
+        let config = config_override(parameters).map_err(|e| grpc_status(&e))?;
+        self.runtime
+            .load_model(&request.model_name, config)
+            .await
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _: Request<pb::RepositoryModelUnloadRequest>,
+        request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        Err(Status::unimplemented(
-            "explicit model unload is not implemented yet (model lifecycle issue)",
-        ))
+        self.runtime
+            .unload_model(&request.get_ref().model_name)
+            .await
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }

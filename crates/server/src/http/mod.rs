@@ -54,6 +54,11 @@ pub fn router(runtime: Arc<Runtime>, config: ServerConfig) -> Router {
             post(infer::infer),
         )
         .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        )
         // Bodies are read by `body::read` with a limit of our own, answered in the protocol's shape.
         .layer(DefaultBodyLimit::disable())
         .layer(TraceLayer::new_for_http())

@@ -1,12 +1,13 @@
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, body};
 use crate::ApiError;
+use crate::model_control::{LoadParameter, config_override};
 
 #[derive(Deserialize, Default)]
 struct IndexRequest {
@@ -42,4 +43,56 @@ pub async fn index(
         })
         .collect();
     Ok(Json(Value::Array(rows)))
+}
+
+#[derive(Deserialize, Default)]
+struct ControlRequest {
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+}
+
+async fn control_request(
+    app: &AppState,
+    headers: &HeaderMap,
+    request_body: Body,
+) -> Result<ControlRequest, ApiError> {
+    let body = body::read(headers, request_body, app.config.max_message_bytes).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ControlRequest::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed model control request JSON: {e}")))
+}
+
+/// `POST /v2/repository/models/{m}/load`: answers once the model serves (or why it cannot).
+pub async fn load(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let request = control_request(&app, &headers, request_body).await?;
+    let parameters = request
+        .parameters
+        .into_iter()
+        .map(|(key, value)| LoadParameter {
+            key,
+            string: value.as_str().map(str::to_string),
+        })
+        .collect();
+    let config = config_override(parameters)?;
+    app.runtime.load_model(&model, config).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /v2/repository/models/{m}/unload`.
+pub async fn unload(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Result<Json<Value>, ApiError> {
+    control_request(&app, &headers, request_body).await?;
+    app.runtime.unload_model(&model).await?;
+    Ok(Json(json!({})))
 }
