@@ -22,37 +22,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+from bench_mlp import mlp_model  # noqa: E402
 TOOLS = ROOT / "bench" / ".tools"
 INFERD = ROOT / "target" / "release" / "inferd"
 TIMER = ROOT / "target" / "release" / "examples" / "time_model"
-
-
-def mlp_model():
-    rng = np.random.default_rng(0)
-    dims = [256, 1024, 1024, 10]
-    inits, nodes, x = [], [], "x"
-    for i, (a, b) in enumerate(zip(dims, dims[1:])):
-        inits += [numpy_helper.from_array(rng.normal(0, 0.05, (a, b)).astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
-        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"h{i}"]))
-        x = f"h{i}"
-        if i < 2:
-            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
-            x = f"r{i}"
-    nodes.append(helper.make_node("Softmax", [x], ["probs"], axis=-1))
-    graph = helper.make_graph(nodes, "mlp_bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def repository(path):
