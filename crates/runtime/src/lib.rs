@@ -4,6 +4,7 @@
 mod error;
 mod fingerprint;
 mod lifecycle;
+mod loader;
 pub mod memory;
 mod registry;
 mod repository;

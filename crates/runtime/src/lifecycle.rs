@@ -8,11 +8,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use inferd_core::ModelConfig;
+use inferd_core::{LoadedModel, ModelConfig};
 use tokio::task::JoinSet;
 
 use crate::registry::{ControlMode, ModelState, Runtime, VersionSlot};
-use crate::{ModelSpec, RuntimeError, ServedModel, memory, repository};
+use crate::{ModelSpec, RuntimeError, ServedModel, loader, memory, repository};
 
 /// What set a load off; decides whether its failure counts against server readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +208,7 @@ impl Runtime {
             } => (config, dir, wanted),
         };
         let (to_load, had_served) = self.mark_loading(name, &wanted, trigger);
-        let mut loads = JoinSet::new();
+        let mut loads = Vec::with_capacity(to_load.len());
         for version in to_load {
             let (runtime, model, dir, config) = (
                 Arc::clone(self),
@@ -216,19 +216,19 @@ impl Runtime {
                 dir.clone(),
                 ModelConfig::clone(&config),
             );
-            loads.spawn_blocking(move || {
-                (
-                    version,
-                    runtime.load_version(&model, &dir, version, &config),
-                )
+            let load = loader::spawn(name, move || {
+                runtime.load_version(&model, &dir, version, &config)
             });
+            loads.push((version, load));
         }
-        let mut outcomes: Vec<Outcome> = Vec::new();
-        while let Some(joined) = loads.join_next().await {
-            match joined {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(e) => tracing::error!(model = name, "a model load task crashed: {e}"),
-            }
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(loads.len());
+        for (version, load) in loads {
+            let outcome = match load.await {
+                Ok(Ok((spec, model))) => start_instances(spec, model, dir.clone()).await,
+                Ok(Err(reason)) => Err(reason),
+                Err(_) => Err("the load thread ended without an answer".into()),
+            };
+            outcomes.push((version, outcome));
         }
         self.install(name, &wanted, outcomes, had_served, trigger)
     }
@@ -452,7 +452,7 @@ impl Runtime {
         dir: &Path,
         version: u64,
         config: &ModelConfig,
-    ) -> Result<ServedModel, String> {
+    ) -> Result<(ModelSpec, Arc<dyn LoadedModel>), String> {
         let version_dir = dir.join(version.to_string());
         let backend = match &config.backend {
             Some(wanted) => self.backends.iter().find(|b| b.name() == wanted).ok_or_else(|| {
@@ -477,7 +477,6 @@ impl Runtime {
             config,
             model.signature(),
         )?;
-        let served = ServedModel::new(spec, Arc::from(model), dir)?;
         tracing::info!(
             model = name,
             version,
@@ -485,6 +484,18 @@ impl Runtime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model loaded"
         );
-        Ok(served)
+        Ok((spec, Arc::from(model)))
     }
+}
+
+/// Starts the instance threads and runs the warmup. Not on the load thread: threads inherit
+/// their creator's idle scheduling class, and instances must serve at normal priority.
+async fn start_instances(
+    spec: ModelSpec,
+    model: Arc<dyn LoadedModel>,
+    dir: PathBuf,
+) -> Result<ServedModel, String> {
+    tokio::task::spawn_blocking(move || ServedModel::new(spec, model, &dir))
+        .await
+        .unwrap_or_else(|e| Err(format!("starting the model's instances crashed: {e}")))
 }

@@ -1,8 +1,11 @@
-//! The threads that load models. Each load gets a fresh thread at the lowest CPU priority:
+//! The threads that load models. Each load gets a fresh thread at idle CPU priority:
 //! - serving threads win the CPU whenever they want it, so loading one model does not move the
 //!   latency of the others on a busy machine;
 //! - thread-local buffers the backend keeps (parsing, constant folding scratch) die with the
 //!   thread, where a pooled thread would keep them resident after the load.
+//!
+//! Threads inherit the scheduling class of their creator, so instance threads must not be
+//! started from here.
 
 use tokio::sync::oneshot;
 
@@ -29,14 +32,18 @@ pub fn spawn<T: Send + 'static>(
     rx
 }
 
-/// Nice 19 for the calling thread (Linux applies nice per thread).
+/// SCHED_IDLE for the calling thread: it runs only on CPU time no other thread wants, and any
+/// waking serving thread preempts it at once (nice 19 alone still let a back-to-back load
+/// loop triple another model's p99 on 2 cores).
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    // SAFETY: plain syscalls on the calling thread's own id; failure only leaves the priority.
+    // SAFETY: plain syscalls on the calling thread (pid 0 = this thread for sched_setscheduler
+    // on Linux); failure only leaves the priority as it was.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
-            tracing::debug!("could not lower the load thread's priority");
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
         }
     }
 }
