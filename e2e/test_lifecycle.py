@@ -200,13 +200,38 @@ def test_grpc_load_with_a_config_override(explicit_server):
     assert config["max_batch_size"] == 8
     assert config["instance_group"][0]["count"] == 2
     assert client.is_model_ready("B")
-    with pytest.raises(InferenceServerException, match="parameter 'config' is not valid"):
+    with pytest.raises(InferenceServerException, match="parameter 'config' is neither .*max_batch"):
         client.load_model("B", config='{"max_batch": 8}')
     # The failed override left the loaded model alone.
     assert client.is_model_ready("B")
     client.unload_model("B")
     assert not client.is_model_ready("B")
     client.close()
+
+
+def test_a_fetched_triton_config_can_be_edited_and_sent_back(explicit_server):
+    http = httpclient.InferenceServerClient(url=explicit_server.url)
+    http.load_model("B")
+    config = http.get_model_config("B")
+    config["max_batch_size"] = 4
+    config["instance_group"][0]["count"] = 2
+    http.load_model("B", config=json.dumps(config))
+    served = http.get_model_config("B")
+    assert (served["max_batch_size"], served["instance_group"][0]["count"]) == (4, 2)
+    assert "dynamic_batching" in served
+    # gRPC's JSON form writes int64 fields as strings and enums by name: read alike.
+    grpc = grpcclient.InferenceServerClient(url=explicit_server.grpc_url)
+    config = grpc.get_model_config("B", as_json=True)["config"]
+    assert config["input"][0]["dims"] == ["256"]
+    config["max_batch_size"] = 2
+    del config["dynamic_batching"]
+    grpc.load_model("B", config=json.dumps(config))
+    served = http.get_model_config("B")
+    assert served["max_batch_size"] == 2 and "dynamic_batching" not in served
+    with pytest.raises(InferenceServerException, match="sequence_batching"):
+        http.load_model("B", config=json.dumps({"sequence_batching": {}}))
+    http.close()
+    grpc.close()
 
 
 def test_warmup_failure_is_reported_and_a_good_warmup_serves(tmp_path):
@@ -223,6 +248,11 @@ def test_warmup_failure_is_reported_and_a_good_warmup_serves(tmp_path):
     try:
         rows = index(srv.url)
         assert rows[("warm", "1")] == ("READY", "")
+        with httpclient.InferenceServerClient(url=srv.url) as c:
+            warmup = c.get_model_config("warm")["model_warmup"]
+        assert [w["count"] for w in warmup] == [2, 1]
+        assert warmup[0]["inputs"]["X"]["input_data_file"] == "x.bin"
+        assert warmup[1]["inputs"]["X"] == {"data_type": "TYPE_FP32", "dims": [4], "random_data": True}
         state, reason = rows[("cold", "1")]
         assert state == "UNAVAILABLE" and "warmup 1" in reason and "x.bin" in reason, reason
     finally:

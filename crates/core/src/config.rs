@@ -171,7 +171,8 @@ impl ModelConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what serde cannot: ranges and consistency between fields.
+    pub fn validate(&self) -> Result<(), String> {
         if let Some(w) = self.warmup.iter().find(|w| w.batch_size == 0) {
             return Err(format!(
                 "warmup batch_size must be at least 1 (got {})",

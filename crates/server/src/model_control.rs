@@ -3,14 +3,17 @@
 use inferd_core::ModelConfig;
 use inferd_runtime::RuntimeError;
 
+use crate::v2::triton_config::from_triton_json;
+
 /// A load request's parameter: the string ones carry a value, others only their presence.
 pub struct LoadParameter {
     pub key: String,
     pub string: Option<String>,
 }
 
-/// The config override of a load request: parameter `config`, the config.toml schema written
-/// as JSON. Model files sent in the request (`file:` parameters) are refused, not ignored.
+/// The config override of a load request: parameter `config`, either config.toml's schema written
+/// as JSON or Triton's model configuration JSON (as `/config` answers it). Model files sent in
+/// the request (`file:` parameters) are refused, not ignored.
 pub fn config_override(
     parameters: Vec<LoadParameter>,
 ) -> Result<Option<ModelConfig>, RuntimeError> {
@@ -22,13 +25,7 @@ pub fn config_override(
                     "parameter 'config' must be a string holding JSON".into(),
                 )
             })?;
-            let parsed = ModelConfig::parse_json(&text).map_err(|e| {
-                RuntimeError::InvalidInput(format!(
-                    "parameter 'config' is {e}; it takes config.toml's fields as JSON, e.g. \
-                     {{\"max_batch_size\": 8, \"instance_count\": 2}}"
-                ))
-            })?;
-            config = Some(parsed);
+            config = Some(parse_config(&text)?);
         } else if key.starts_with("file:") {
             return Err(RuntimeError::InvalidInput(format!(
                 "parameter '{key}': model files cannot be sent in a load request; put them in the \
@@ -37,4 +34,19 @@ pub fn config_override(
         }
     }
     Ok(config)
+}
+
+fn parse_config(text: &str) -> Result<ModelConfig, RuntimeError> {
+    let ours = match ModelConfig::parse_json(text) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| RuntimeError::InvalidInput(format!("parameter 'config' is not JSON: {e}")))?;
+    from_triton_json(&value).map_err(|triton| {
+        RuntimeError::InvalidInput(format!(
+            "parameter 'config' is neither config.toml's schema as JSON ({ours}) nor Triton's \
+             model configuration ({triton})"
+        ))
+    })
 }

@@ -6,6 +6,7 @@ use inferd_core::{DataType, TensorSpec, VersionPolicy};
 use inferd_runtime::ModelSpec;
 
 use super::pb;
+use crate::v2::model_config::{self, WarmupSource};
 
 pub fn metadata(spec: &ModelSpec, versions: &[u64]) -> pb::ModelMetadataResponse {
     let tensors = |specs: &[TensorSpec]| {
@@ -122,7 +123,40 @@ pub fn config(spec: &ModelSpec) -> pb::ModelConfig {
             ..Default::default()
         }],
         parameters,
+        model_warmup: spec
+            .config
+            .warmup
+            .iter()
+            .enumerate()
+            .map(|(i, w)| warmup(spec, i, w))
+            .collect(),
         model_transaction_policy: Some(pb::ModelTransactionPolicy { decoupled: false }),
         ..Default::default()
+    }
+}
+
+fn warmup(spec: &ModelSpec, index: usize, w: &inferd_core::Warmup) -> pb::ModelWarmup {
+    use pb::model_warmup::input::InputDataType;
+    let inputs = model_config::warmup_inputs(spec, w)
+        .into_iter()
+        .map(|input| {
+            let data = match input.source {
+                WarmupSource::Zero => InputDataType::ZeroData(true),
+                WarmupSource::Random => InputDataType::RandomData(true),
+                WarmupSource::File(file) => InputDataType::InputDataFile(file),
+            };
+            let pb_input = pb::model_warmup::Input {
+                data_type: data_type(input.datatype) as i32,
+                dims: input.dims,
+                input_data_type: Some(data),
+            };
+            (input.name, pb_input)
+        })
+        .collect();
+    pb::ModelWarmup {
+        name: format!("warmup_{}", index + 1),
+        batch_size: w.batch_size,
+        inputs,
+        count: w.count,
     }
 }

@@ -1,6 +1,6 @@
 //! Model metadata and Triton-shaped model configuration (the model configuration extension).
 
-use inferd_core::{TensorSpec, VersionPolicy};
+use inferd_core::{DataType, TensorSpec, VersionPolicy, Warmup, WarmupData};
 use inferd_runtime::ModelSpec;
 use serde_json::{Value, json};
 
@@ -86,7 +86,21 @@ pub fn config(spec: &ModelSpec) -> Value {
             "host_policy": "",
         }],
         "parameters": parameters,
-        "model_warmup": [],
+        "model_warmup": spec.config.warmup.iter().enumerate().map(|(i, w)| {
+            let inputs: serde_json::Map<String, Value> = warmup_inputs(spec, w)
+                .into_iter()
+                .map(|input| {
+                    let mut row = json!({ "data_type": input.datatype.config_name(), "dims": input.dims });
+                    match input.source {
+                        WarmupSource::Zero => row["zero_data"] = json!(true),
+                        WarmupSource::Random => row["random_data"] = json!(true),
+                        WarmupSource::File(file) => row["input_data_file"] = json!(file),
+                    }
+                    (input.name, row)
+                })
+                .collect();
+            json!({ "name": format!("warmup_{}", i + 1), "batch_size": w.batch_size, "count": w.count, "inputs": inputs })
+        }).collect::<Vec<_>>(),
     });
     let b = &spec.batching;
     if b.enabled && spec.max_batch_size > 0 {
@@ -102,4 +116,43 @@ pub fn config(spec: &ModelSpec) -> Value {
         });
     }
     config
+}
+
+/// Where a warmup input's data comes from, as Triton's model_warmup says it.
+pub enum WarmupSource {
+    Zero,
+    Random,
+    /// Relative to `<model>/warmup/`, Triton's place for sample files.
+    File(String),
+}
+
+pub struct WarmupInput {
+    pub name: String,
+    pub datatype: DataType,
+    pub dims: Vec<i64>,
+    pub source: WarmupSource,
+}
+
+/// A warmup entry's inputs in Triton's terms, shared by the REST and gRPC config answers.
+pub fn warmup_inputs(spec: &ModelSpec, warmup: &Warmup) -> Vec<WarmupInput> {
+    spec.inputs
+        .iter()
+        .map(|t| WarmupInput {
+            name: t.name.clone(),
+            datatype: t.datatype,
+            dims: warmup
+                .dims
+                .get(&t.name)
+                .cloned()
+                .unwrap_or_else(|| t.dims.clone()),
+            source: match (warmup.files.get(&t.name), warmup.data) {
+                (Some(file), _) => WarmupSource::File(
+                    file.strip_prefix("warmup/")
+                        .map_or_else(|| format!("../{file}"), str::to_string),
+                ),
+                (None, WarmupData::Random) => WarmupSource::Random,
+                (None, WarmupData::Zero) => WarmupSource::Zero,
+            },
+        })
+        .collect()
 }

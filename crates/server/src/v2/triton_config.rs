@@ -1,0 +1,352 @@
+//! Reading a model configuration in Triton's JSON shape: what `/config` answers and what
+//! tritonclient users pass to `load_model(config=...)`, so a fetched config can be edited and
+//! sent back. Fields inferd has are mapped; the ones it cannot honour are refused by name.
+
+use std::collections::BTreeMap;
+
+use inferd_core::{DynamicBatching, ModelConfig, TensorSpec, VersionPolicy, Warmup, WarmupData};
+use serde_json::{Map, Value};
+
+/// Sections that change what a model computes or where; silently dropping them would serve
+/// something other than what the user asked for.
+const UNSUPPORTED: &[&str] = &[
+    "sequence_batching",
+    "ensemble_scheduling",
+    "batch_input",
+    "batch_output",
+];
+
+/// Every field of Triton's ModelConfig; a key outside it is a typo, not something to ignore.
+/// Those not mapped or refused above are accepted and have no effect here (e.g. `optimization`).
+const TRITON_FIELDS: &[&str] = &[
+    "name",
+    "platform",
+    "backend",
+    "runtime",
+    "version_policy",
+    "max_batch_size",
+    "input",
+    "output",
+    "batch_input",
+    "batch_output",
+    "optimization",
+    "dynamic_batching",
+    "sequence_batching",
+    "ensemble_scheduling",
+    "instance_group",
+    "default_model_filename",
+    "cc_model_filenames",
+    "metric_tags",
+    "parameters",
+    "model_warmup",
+    "model_operations",
+    "model_transaction_policy",
+    "model_repository_agents",
+    "response_cache",
+];
+
+pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
+    let object = value
+        .as_object()
+        .ok_or("the configuration must be a JSON object")?;
+    if let Some(key) = object.keys().find(|k| !TRITON_FIELDS.contains(&k.as_str())) {
+        return Err(format!("unknown field '{key}'"));
+    }
+    if let Some(key) = UNSUPPORTED.iter().find(|k| object.contains_key(**k)) {
+        return Err(format!("'{key}' is not supported by inferd"));
+    }
+    let decoupled = object
+        .get("model_transaction_policy")
+        .and_then(|p| p.get("decoupled"))
+        .and_then(Value::as_bool);
+    if decoupled == Some(true) {
+        return Err(
+            "decoupled models (model_transaction_policy) are not supported by inferd".into(),
+        );
+    }
+    let text = |key: &str| {
+        object
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let config = ModelConfig {
+        backend: text("backend").map(str::to_string),
+        max_batch_size: optional_number(object, "max_batch_size")?.map(|n| n as u32),
+        inputs: tensors(object, "input")?,
+        outputs: tensors(object, "output")?,
+        instance_count: instance_count(object)?,
+        dynamic_batching: Some(dynamic_batching(object.get("dynamic_batching"))?),
+        version_policy: version_policy(object.get("version_policy"))?,
+        parameters: parameters(object.get("parameters"))?,
+        warmup: warmups(object.get("model_warmup"))?,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// An integer that proto3 JSON may write as a number or as a string (int64 fields).
+fn number(value: &Value, what: &str) -> Result<u64, String> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("'{what}' must be a non-negative integer, got {value}"))
+}
+
+fn signed(value: &Value, what: &str) -> Result<i64, String> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("'{what}' must be an integer, got {value}"))
+}
+
+fn optional_number(object: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
+    object.get(key).map(|v| number(v, key)).transpose()
+}
+
+fn list<'a>(value: Option<&'a Value>, what: &str) -> Result<&'a [Value], String> {
+    match value {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(format!("'{what}' must be a list, got {other}")),
+    }
+}
+
+fn dims(value: Option<&Value>, what: &str) -> Result<Vec<i64>, String> {
+    list(value, what)?.iter().map(|d| signed(d, what)).collect()
+}
+
+fn tensors(object: &Map<String, Value>, key: &str) -> Result<Vec<TensorSpec>, String> {
+    list(object.get(key), key)?
+        .iter()
+        .map(|t| {
+            let name = t
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("every '{key}' needs a 'name'"))?;
+            let datatype = t
+                .get("data_type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{key} '{name}' needs a 'data_type'"))?
+                .parse()
+                .map_err(|e| format!("{key} '{name}': {e}"))?;
+            Ok(TensorSpec {
+                name: name.to_string(),
+                datatype,
+                dims: dims(t.get("dims"), &format!("{key} '{name}' dims"))?,
+            })
+        })
+        .collect()
+}
+
+fn instance_count(object: &Map<String, Value>) -> Result<Option<u32>, String> {
+    let groups = list(object.get("instance_group"), "instance_group")?;
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let mut total = 0;
+    for group in groups {
+        match group.get("kind").and_then(Value::as_str) {
+            None | Some("KIND_AUTO" | "KIND_CPU" | "KIND_MODEL") => {}
+            Some(kind) => {
+                return Err(format!(
+                    "instance_group kind {kind} is not supported; inferd runs instances on the CPU"
+                ));
+            }
+        }
+        total += group
+            .get("count")
+            .map(|c| number(c, "instance_group count"))
+            .transpose()?
+            .unwrap_or(1);
+    }
+    Ok(Some(total as u32))
+}
+
+/// Without the section Triton does not batch, so neither does the translated config.
+fn dynamic_batching(value: Option<&Value>) -> Result<DynamicBatching, String> {
+    let Some(section) = value.and_then(Value::as_object) else {
+        return Ok(DynamicBatching {
+            enabled: false,
+            ..DynamicBatching::default()
+        });
+    };
+    let mut b = DynamicBatching::default();
+    let field = |key: &str| section.get(key).map(|v| number(v, key)).transpose();
+    if let Some(us) = field("max_queue_delay_microseconds")? {
+        b.max_queue_delay_us = us;
+    }
+    b.preferred_batch_sizes = list(section.get("preferred_batch_size"), "preferred_batch_size")?
+        .iter()
+        .map(|v| number(v, "preferred_batch_size").map(|n| n as u32))
+        .collect::<Result<_, _>>()?;
+    if let Some(n) = field("priority_levels")?.filter(|n| *n > 0) {
+        b.priority_levels = n as u32;
+    }
+    if let Some(n) = field("default_priority_level")?.filter(|n| *n > 0) {
+        b.default_priority_level = n as u32;
+    }
+    if let Some(policy) = section
+        .get("default_queue_policy")
+        .and_then(Value::as_object)
+    {
+        let policy_field = |key: &str| policy.get(key).map(|v| number(v, key)).transpose();
+        if let Some(n) = policy_field("max_queue_size")? {
+            b.max_queue_size = n as u32;
+        }
+        if let Some(us) = policy_field("default_timeout_microseconds")? {
+            b.default_timeout_us = us;
+        }
+    }
+    Ok(b)
+}
+
+fn version_policy(value: Option<&Value>) -> Result<VersionPolicy, String> {
+    let Some(policy) = value.and_then(Value::as_object) else {
+        return Ok(VersionPolicy::default());
+    };
+    if let Some(latest) = policy.get("latest") {
+        let n = latest
+            .get("num_versions")
+            .map_or(Ok(1), |v| number(v, "num_versions"))?;
+        return Ok(VersionPolicy::Latest(n as u32));
+    }
+    if policy.contains_key("all") {
+        return Ok(VersionPolicy::All);
+    }
+    if let Some(specific) = policy.get("specific") {
+        let versions = list(specific.get("versions"), "specific versions")?
+            .iter()
+            .map(|v| number(v, "specific versions"))
+            .collect::<Result<_, _>>()?;
+        return Ok(VersionPolicy::Specific(versions));
+    }
+    Err("version_policy needs 'latest', 'all' or 'specific'".into())
+}
+
+fn parameters(value: Option<&Value>) -> Result<BTreeMap<String, toml::Value>, String> {
+    let Some(parameters) = value.and_then(Value::as_object) else {
+        return Ok(BTreeMap::new());
+    };
+    parameters
+        .iter()
+        .map(|(key, v)| {
+            let s = v
+                .get("string_value")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("parameter '{key}' needs a 'string_value'"))?;
+            Ok((key.clone(), toml::Value::String(s.to_string())))
+        })
+        .collect()
+}
+
+fn warmups(value: Option<&Value>) -> Result<Vec<Warmup>, String> {
+    list(value, "model_warmup")?
+        .iter()
+        .map(|w| {
+            let field = |key: &str| w.get(key).map(|v| number(v, key)).transpose();
+            let mut warmup = Warmup {
+                batch_size: field("batch_size")?.unwrap_or(1).max(1) as u32,
+                count: field("count")?.unwrap_or(1).max(1) as u32,
+                data: WarmupData::Zero,
+                files: BTreeMap::new(),
+                dims: BTreeMap::new(),
+            };
+            let inputs = w.get("inputs").and_then(Value::as_object);
+            for (name, input) in inputs.into_iter().flatten() {
+                if input.get("random_data").and_then(Value::as_bool) == Some(true) {
+                    warmup.data = WarmupData::Random;
+                }
+                if let Some(file) = input.get("input_data_file").and_then(Value::as_str) {
+                    // Triton looks sample files up in <model>/warmup/.
+                    warmup.files.insert(name.clone(), format!("warmup/{file}"));
+                }
+                let input_dims = dims(input.get("dims"), &format!("warmup input '{name}' dims"))?;
+                if !input_dims.is_empty() {
+                    warmup.dims.insert(name.clone(), input_dims);
+                }
+            }
+            Ok(warmup)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferd_core::DataType;
+    use serde_json::json;
+
+    #[test]
+    fn maps_triton_fields_including_string_integers() {
+        let config = from_triton_json(&json!({
+            "name": "iris",
+            "platform": "onnxruntime_onnx",
+            "max_batch_size": 8,
+            "input": [{ "name": "X", "data_type": "TYPE_FP32", "dims": ["4"] }],
+            "output": [{ "name": "p", "data_type": "TYPE_FP32", "dims": [3] }],
+            "instance_group": [{ "kind": "KIND_CPU", "count": 2 }, { "count": 1 }],
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": "500",
+                "preferred_batch_size": [4, 8],
+                "default_queue_policy": { "max_queue_size": 16, "default_timeout_microseconds": 1000 }
+            },
+            "version_policy": { "specific": { "versions": ["1", 3] } },
+            "parameters": { "threads": { "string_value": "2" } },
+            "model_warmup": [{ "batch_size": 2, "count": 3,
+                "inputs": { "X": { "data_type": "TYPE_FP32", "dims": [4], "random_data": true } } }]
+        }))
+        .unwrap();
+        assert_eq!(config.max_batch_size, Some(8));
+        assert_eq!(config.inputs[0].datatype, DataType::F32);
+        assert_eq!(config.inputs[0].dims, [4]);
+        assert_eq!(config.instance_count, Some(3));
+        let b = config.dynamic_batching.clone().unwrap();
+        assert!(b.enabled);
+        assert_eq!(
+            (b.max_queue_delay_us, b.max_queue_size, b.default_timeout_us),
+            (500, 16, 1000)
+        );
+        assert_eq!(b.preferred_batch_sizes, [4, 8]);
+        assert_eq!(config.version_policy, VersionPolicy::Specific(vec![1, 3]));
+        assert_eq!(config.parameter("threads").as_deref(), Some("2"));
+        assert_eq!(
+            (
+                config.warmup[0].batch_size,
+                config.warmup[0].count,
+                config.warmup[0].data
+            ),
+            (2, 3, WarmupData::Random)
+        );
+    }
+
+    #[test]
+    fn no_dynamic_batching_section_means_no_batching() {
+        let config = from_triton_json(&json!({ "max_batch_size": 4 })).unwrap();
+        assert!(!config.dynamic_batching.unwrap().enabled);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        for (config, needle) in [
+            (json!({ "sequence_batching": {} }), "sequence_batching"),
+            (json!({ "max_batch": 8 }), "unknown field 'max_batch'"),
+            (
+                json!({ "instance_group": [{ "kind": "KIND_GPU" }] }),
+                "KIND_GPU",
+            ),
+            (json!({ "max_batch_size": -1 }), "max_batch_size"),
+            (
+                json!({ "input": [{ "name": "x", "data_type": "TYPE_NOPE" }] }),
+                "TYPE_NOPE",
+            ),
+        ] {
+            let err = from_triton_json(&config).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}
