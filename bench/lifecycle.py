@@ -75,7 +75,7 @@ class Background:
 def server(repo, *flags):
     http, grpc = free_ports(2)
     proc = subprocess.Popen([str(INFERD), "serve", "--model-repository", str(repo), "--http-port", str(http),
-                             "--grpc-port", str(grpc), *flags], stderr=subprocess.DEVNULL)
+                             "--grpc-port", str(grpc), "--metrics-port", str(free_ports(1)[0]), *flags], stderr=subprocess.DEVNULL)
     url = f"127.0.0.1:{http}"
     wait_ready(url)
     return proc, url

@@ -134,7 +134,7 @@ def main():
         repo = repository(Path(tmp) / "repo")
         http, grpc = free_ports(2)
         server = subprocess.Popen([str(INFERD), "serve", "--model-repository", str(repo), "--http-port", str(http),
-                                   "--grpc-port", str(grpc)], stderr=subprocess.DEVNULL)
+                                   "--grpc-port", str(grpc), "--metrics-port", str(free_ports(1)[0])], stderr=subprocess.DEVNULL)
         try:
             wait_ready(f"127.0.0.1:{http}")
             for model in ("iris", "mlp"):

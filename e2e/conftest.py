@@ -53,13 +53,14 @@ def as_array(tensor):
 
 class Server:
     def __init__(self, repo, log_path, *extra):
-        self.port, self.grpc_port = free_ports(2)
+        self.port, self.grpc_port, self.metrics_port = free_ports(3)
         self.url = f"127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self.metrics_url = f"127.0.0.1:{self.metrics_port}"
         self.log_path = log_path
         self.log = open(log_path, "wb")
         args = [binary(), "serve", "--model-repository", repo, "--http-port", self.port, "--grpc-port", self.grpc_port,
-                *extra]
+                "--metrics-port", self.metrics_port, *extra]
         self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_loaded()
 

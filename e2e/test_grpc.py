@@ -148,8 +148,8 @@ def test_errors_map_to_grpc_codes(grpc_client):
     assert status == "StatusCode.NOT_FOUND"
     status, message = status_of(lambda: grpc_client.infer("garbage", inputs_for("mlp", 1)))
     assert status == "StatusCode.UNAVAILABLE" and "failed to load" in message
-    status, message = status_of(lambda: grpc_client.get_inference_statistics("mlp"))
-    assert status == "StatusCode.UNIMPLEMENTED" and "statistics" in message
+    status, message = status_of(lambda: grpc_client.get_inference_statistics("no_such_model"))
+    assert status == "StatusCode.NOT_FOUND" and "no_such_model" in message
 
 
 def test_oversize_message_is_resource_exhausted_and_serving_goes_on(grpc_client):

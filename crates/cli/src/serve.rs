@@ -30,6 +30,15 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_GRPC_PORT", default_value_t = 8001)]
     grpc_port: u16,
 
+    /// Port of the Prometheus metrics endpoint (GET /metrics).
+    #[arg(long, env = "INFERD_METRICS_PORT", default_value_t = 8002)]
+    metrics_port: u16,
+
+    /// Serve /metrics on --metrics-port (counters are kept either way: the statistics extension
+    /// reads them).
+    #[arg(long, env = "INFERD_ALLOW_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    allow_metrics: bool,
+
     /// Largest HTTP request body or gRPC message accepted (e.g. 64MiB); larger ones get 413
     /// (HTTP) or RESOURCE_EXHAUSTED (gRPC).
     #[arg(long, env = "INFERD_MAX_REQUEST_SIZE", default_value = "64MiB", value_parser = parse_size)]
@@ -114,14 +123,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let http_listener = bind(args.http_port).await?;
     let grpc_listener = bind(args.grpc_port).await?;
+    let metrics_listener = match args.allow_metrics {
+        true => Some(bind(args.metrics_port).await?),
+        false => None,
+    };
+    let metrics = Arc::new(inferd_server::Metrics::new(Arc::clone(&runtime)));
     let config = ServerConfig {
         max_message_bytes: args.max_request_size,
         strict_readiness: args.strict_readiness,
     };
-    let app = inferd_server::router(Arc::clone(&runtime), config.clone());
+    let app = inferd_server::router(Arc::clone(&runtime), config.clone(), Arc::clone(&metrics));
     tracing::info!(
         http = %SocketAddr::new(args.host, args.http_port),
         grpc = %SocketAddr::new(args.host, args.grpc_port),
+        metrics = ?args.allow_metrics.then(|| SocketAddr::new(args.host, args.metrics_port)),
         repository = %args.model_repository.display(),
         "endpoints listening"
     );
@@ -151,9 +166,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         grpc_listener,
         Arc::clone(&runtime),
         config,
+        Arc::clone(&metrics),
         stopped(stop_rx.clone()),
     );
-    tokio::try_join!(http, grpc)?;
+    let metrics_endpoint = async {
+        match metrics_listener {
+            Some(listener) => {
+                inferd_server::serve_metrics(listener, metrics, stopped(stop_rx.clone()))
+                    .await
+                    .map_err(|e| format!("metrics server failed: {e}"))
+            }
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(http, grpc, metrics_endpoint)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -12,6 +12,7 @@ mod request;
 mod scheduler;
 mod served;
 mod spec;
+mod stats;
 mod warmup;
 
 pub use error::{ErrorKind, RuntimeError};
@@ -19,3 +20,7 @@ pub use registry::{ControlMode, IndexEntry, ModelState, Readiness, Runtime};
 pub use request::{InferRequest, InferResponse, Parameter, Parameters};
 pub use served::ServedModel;
 pub use spec::ModelSpec;
+pub use stats::{
+    BATCH_BUCKETS, BatchSnapshot, CountNs, FailureReason, HistogramSnapshot, LATENCY_BUCKETS,
+    StatsSnapshot,
+};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use inferd_core::Backend;
 
 use crate::fingerprint::Fingerprints;
-use crate::{RuntimeError, ServedModel, repository};
+use crate::{RuntimeError, ServedModel, StatsSnapshot, repository};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelState {
@@ -220,6 +220,40 @@ impl Runtime {
                 ))
             }
         }
+    }
+
+    /// Statistics of the loaded versions: of every model, of one model, or of one version.
+    pub fn statistics(
+        &self,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<(Arc<ServedModel>, StatsSnapshot)>, RuntimeError> {
+        let served: Vec<Arc<ServedModel>> = match (name.filter(|n| !n.is_empty()), version) {
+            (None, _) => self
+                .read()
+                .values()
+                .flat_map(|e| e.versions.values().filter_map(|s| s.served.clone()))
+                .collect(),
+            (Some(name), Some(v)) if !v.is_empty() => vec![self.get(name, Some(v))?],
+            (Some(name), _) => {
+                let models = self.read();
+                let entry = models
+                    .get(name)
+                    .ok_or_else(|| RuntimeError::UnknownModel(name.to_string()))?;
+                entry
+                    .versions
+                    .values()
+                    .filter_map(|s| s.served.clone())
+                    .collect()
+            }
+        };
+        Ok(served
+            .into_iter()
+            .map(|m| {
+                let stats = m.stats();
+                (m, stats)
+            })
+            .collect())
     }
 
     /// Versions of `name` that are ready, ascending.

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use inferd_core::{LoadedModel, Tensor};
 use tokio::sync::oneshot;
 
+use crate::stats::{ExecutionTimes, ModelStats};
+
 /// How a model version's requests are queued and batched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -31,7 +33,10 @@ pub enum QueueError {
     Stopped,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Tensor>, QueueError>>;
+/// Outputs of one request, with the durations of the execution that produced them.
+pub type Answer = Result<(Vec<Tensor>, ExecutionTimes), QueueError>;
+
+type Reply = oneshot::Sender<Answer>;
 
 struct Pending {
     inputs: Vec<Tensor>,
@@ -57,8 +62,7 @@ struct Shared {
     policy: Policy,
     state: Mutex<State>,
     work: Condvar,
-    /// Executions by batch size (in rows).
-    batch_sizes: Mutex<BTreeMap<usize, u64>>,
+    stats: Arc<ModelStats>,
 }
 
 impl Shared {
@@ -88,6 +92,7 @@ impl Scheduler {
         model: Arc<dyn LoadedModel>,
         policy: Policy,
         warmup: &[WarmupRun],
+        stats: Arc<ModelStats>,
     ) -> Result<Scheduler, String> {
         let instances = policy.instances.max(1);
         let shared = Arc::new(Shared {
@@ -95,7 +100,7 @@ impl Scheduler {
             policy,
             state: Mutex::default(),
             work: Condvar::new(),
-            batch_sizes: Mutex::default(),
+            stats,
         });
         // Built before any thread starts, so an early return stops the ones already running.
         let mut scheduler = Scheduler {
@@ -134,7 +139,7 @@ impl Scheduler {
         inputs: Vec<Tensor>,
         priority: u32,
         deadline: Option<Instant>,
-    ) -> Result<oneshot::Receiver<Result<Vec<Tensor>, QueueError>>, QueueError> {
+    ) -> Result<oneshot::Receiver<Answer>, QueueError> {
         let rows = if self.shared.policy.max_batch_size > 0 {
             inputs
                 .first()
@@ -172,13 +177,9 @@ impl Scheduler {
         Ok(receiver)
     }
 
-    /// Executions so far by batch size in rows.
-    pub fn batch_sizes(&self) -> BTreeMap<usize, u64> {
-        self.shared
-            .batch_sizes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Requests waiting in the queue now.
+    pub fn pending(&self) -> usize {
+        self.shared.lock().queue.len()
     }
 }
 
@@ -289,25 +290,23 @@ fn worker(shared: &Shared) {
 }
 
 fn execute(shared: &Shared, batch: Vec<Pending>) {
+    let started = Instant::now();
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
-    *shared
-        .batch_sizes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(rows.iter().sum())
-        .or_default() += 1;
-    tracing::trace!(
-        requests = batch.len(),
-        rows = rows.iter().sum::<usize>(),
-        "executing batch"
-    );
-    let (inputs, replies): (Vec<Vec<Tensor>>, Vec<Reply>) =
-        batch.into_iter().map(|p| (p.inputs, p.reply)).unzip();
-    let result = run(&*shared.model, inputs, &rows);
+    let total_rows = rows.iter().sum();
+    tracing::trace!(requests = batch.len(), rows = total_rows, "executing batch");
+    let mut waits = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut inputs = Vec::with_capacity(batch.len());
+    for p in batch {
+        waits.push(started.saturating_duration_since(p.enqueued));
+        replies.push(p.reply);
+        inputs.push(p.inputs);
+    }
+    let (result, times) = run(&*shared.model, inputs, &rows);
     match result {
         Ok(per_request) => {
-            for (reply, outputs) in replies.into_iter().zip(per_request) {
-                let _ = reply.send(Ok(outputs));
+            for ((reply, outputs), queue) in replies.into_iter().zip(per_request).zip(waits) {
+                let _ = reply.send(Ok((outputs, ExecutionTimes { queue, ..times })));
             }
         }
         Err(message) => {
@@ -316,35 +315,63 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
             }
         }
     }
+    shared.stats.execution(total_rows, &times);
 }
 
-/// Runs one execution and splits its outputs back per request.
+/// Runs one execution and splits its outputs back per request; times the three phases.
 fn run(
     model: &dyn LoadedModel,
     mut inputs: Vec<Vec<Tensor>>,
     rows: &[usize],
-) -> Result<Vec<Vec<Tensor>>, String> {
+) -> (Result<Vec<Vec<Tensor>>, String>, ExecutionTimes) {
+    let mut times = ExecutionTimes::default();
+    let started = Instant::now();
     let merged = if inputs.len() == 1 {
-        inputs.pop().unwrap_or_default()
+        Ok(inputs.pop().unwrap_or_default())
     } else {
-        let n_inputs = inputs[0].len();
-        let mut columns: Vec<Vec<Tensor>> = (0..n_inputs)
-            .map(|_| Vec::with_capacity(inputs.len()))
-            .collect();
-        for request in inputs {
-            for (column, tensor) in columns.iter_mut().zip(request) {
-                column.push(tensor);
-            }
-        }
-        columns
-            .into_iter()
-            .map(Tensor::concat_rows)
-            .collect::<Result<Vec<_>, _>>()?
+        merge(inputs)
     };
+    times.compute_input = started.elapsed();
+    let merged = match merged {
+        Ok(merged) => merged,
+        Err(e) => return (Err(e), times),
+    };
+    let started = Instant::now();
     // A panicking backend fails this batch, not the server.
-    let outputs = std::panic::catch_unwind(AssertUnwindSafe(|| model.infer(merged)))
-        .map_err(|_| "the model crashed (the backend panicked)".to_string())?
-        .map_err(|e| e.to_string())?;
+    let outputs = std::panic::catch_unwind(AssertUnwindSafe(|| model.infer(merged)));
+    times.compute_infer = started.elapsed();
+    let outputs = match outputs {
+        Ok(Ok(outputs)) => outputs,
+        Ok(Err(e)) => return (Err(e.to_string()), times),
+        Err(_) => {
+            return (
+                Err("the model crashed (the backend panicked)".into()),
+                times,
+            );
+        }
+    };
+    let started = Instant::now();
+    let split = split(outputs, rows);
+    times.compute_output = started.elapsed();
+    (split, times)
+}
+
+/// Concatenates the requests' inputs along the batch dimension, input by input.
+fn merge(inputs: Vec<Vec<Tensor>>) -> Result<Vec<Tensor>, String> {
+    let n_inputs = inputs.first().map_or(0, Vec::len);
+    let mut columns: Vec<Vec<Tensor>> = (0..n_inputs)
+        .map(|_| Vec::with_capacity(inputs.len()))
+        .collect();
+    for request in inputs {
+        for (column, tensor) in columns.iter_mut().zip(request) {
+            column.push(tensor);
+        }
+    }
+    columns.into_iter().map(Tensor::concat_rows).collect()
+}
+
+/// Splits each output back into one piece per request, by their rows.
+fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, String> {
     if rows.len() == 1 {
         return Ok(vec![outputs]);
     }

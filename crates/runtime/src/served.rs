@@ -10,12 +10,14 @@ use inferd_core::{LoadedModel, NamedTensor, Tensor, TensorSpec};
 
 use crate::memory::ReleaseOnDrop;
 use crate::scheduler::{Policy, QueueError, Scheduler};
+use crate::stats::{ExecutionTimes, FailureReason, ModelStats, StatsSnapshot};
 use crate::warmup;
 use crate::{InferRequest, InferResponse, ModelSpec, Parameters, RuntimeError};
 
 pub struct ServedModel {
     spec: ModelSpec,
     scheduler: Scheduler,
+    stats: Arc<ModelStats>,
     /// Fields drop in order: this runs after the scheduler freed the model.
     _release: ReleaseOnDrop,
 }
@@ -50,10 +52,12 @@ impl ServedModel {
             max_queue_size: b.max_queue_size as usize,
             instances: spec.instance_count.max(1) as usize,
         };
-        let scheduler = Scheduler::start(&spec.name, model, policy, &warmup)?;
+        let stats = Arc::new(ModelStats::default());
+        let scheduler = Scheduler::start(&spec.name, model, policy, &warmup, Arc::clone(&stats))?;
         Ok(ServedModel {
             spec,
             scheduler,
+            stats,
             _release: ReleaseOnDrop,
         })
     }
@@ -64,7 +68,20 @@ impl ServedModel {
 
     /// Executions so far by batch size (rows), as the dynamic batcher formed them.
     pub fn batch_sizes(&self) -> BTreeMap<usize, u64> {
-        self.scheduler.batch_sizes()
+        self.stats
+            .snapshot()
+            .batches
+            .iter()
+            .map(|b| (b.batch_size as usize, b.compute_infer.count))
+            .collect()
+    }
+
+    /// This version's statistics now, with the requests waiting in its queue.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            pending: self.scheduler.pending() as u64,
+            ..self.stats.snapshot()
+        }
     }
 
     /// Priority level from the `priority` parameter: 0 or absent is the default level.
@@ -97,7 +114,22 @@ impl ServedModel {
         Ok((us > 0).then(|| Instant::now() + Duration::from_micros(us)))
     }
 
+    /// Runs one request and records it in the statistics: success with its durations, or
+    /// failure with a reason (CANCELED when the caller stops waiting).
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
+        let mut record = Recording::new(&self.stats);
+        let result = self.run(request).await;
+        match &result {
+            Ok((_, rows, times)) => record.success(*rows, times),
+            Err(e) => record.failure(failure_reason(e)),
+        }
+        result.map(|(response, _, _)| response)
+    }
+
+    async fn run(
+        &self,
+        request: InferRequest,
+    ) -> Result<(InferResponse, usize, ExecutionTimes), RuntimeError> {
         let InferRequest {
             id,
             inputs,
@@ -106,6 +138,15 @@ impl ServedModel {
         } = request;
         let wanted = self.requested_outputs(outputs)?;
         let inputs = self.ordered_inputs(inputs)?;
+        let rows = if self.spec.max_batch_size > 0 {
+            inputs
+                .first()
+                .and_then(|t| t.shape().first())
+                .copied()
+                .unwrap_or(1)
+        } else {
+            1
+        };
         let (priority, deadline) = (self.priority(&parameters)?, self.deadline(&parameters)?);
         let name = || self.spec.name.clone();
         let fail = |message: String| RuntimeError::Inference {
@@ -132,7 +173,7 @@ impl ServedModel {
             .scheduler
             .submit(inputs, priority, deadline)
             .map_err(queue_error)?;
-        let outputs = receiver
+        let (outputs, times) = receiver
             .await
             .map_err(|_| queue_error(QueueError::Stopped))?
             .map_err(queue_error)?;
@@ -154,12 +195,13 @@ impl ServedModel {
                 })
             })
             .collect();
-        Ok(InferResponse {
+        let response = InferResponse {
             id,
             model_name: name(),
             model_version: self.spec.version,
             outputs,
-        })
+        };
+        Ok((response, rows, times))
     }
 
     /// Indices into the spec's outputs, in the order the client asked for them.
@@ -282,6 +324,52 @@ impl ServedModel {
             return Err(mismatch());
         }
         Ok(())
+    }
+}
+
+fn failure_reason(e: &RuntimeError) -> FailureReason {
+    match e {
+        RuntimeError::QueueFull { .. } => FailureReason::Rejected,
+        RuntimeError::TimedOut { .. } => FailureReason::Timeout,
+        RuntimeError::Inference { .. } => FailureReason::Backend,
+        _ => FailureReason::Other,
+    }
+}
+
+/// Records a request once: as it ended, or as CANCELED if its future is dropped first (the
+/// client went away while it was queued or running).
+struct Recording<'a> {
+    stats: &'a ModelStats,
+    started: Instant,
+    done: bool,
+}
+
+impl<'a> Recording<'a> {
+    fn new(stats: &'a ModelStats) -> Recording<'a> {
+        Recording {
+            stats,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    fn success(&mut self, rows: usize, times: &ExecutionTimes) {
+        self.stats.success(rows, self.started.elapsed(), times);
+        self.done = true;
+    }
+
+    fn failure(&mut self, reason: FailureReason) {
+        self.stats.failure(reason, self.started.elapsed());
+        self.done = true;
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats
+                .failure(FailureReason::Canceled, self.started.elapsed());
+        }
     }
 }
 

@@ -331,3 +331,77 @@ async fn a_cancelled_request_is_removed_from_the_queue() {
     let ran: Vec<f32> = ran.lock().unwrap().iter().flatten().copied().collect();
     assert_eq!(ran, [1.0, 3.0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_count_every_outcome_once() {
+    use inferd_runtime::FailureReason;
+    let config = batching(|b| {
+        b.max_queue_size = 1;
+        b.enabled = false;
+    });
+    let (model, _) = serve("mlp", config, Duration::from_millis(100));
+    // 3 successes, one at a time.
+    for i in 0..3 {
+        model.infer(row_request("mlp", i, None)).await.unwrap();
+    }
+    // 1 invalid request (OTHER).
+    let mut bad = row_request("mlp", 0, None);
+    bad.parameters
+        .insert("priority".into(), Parameter::Uint64(9));
+    model.infer(bad).await.unwrap_err();
+    // While one runs: one queued that times out, then one rejected (queue of 1 is full).
+    let spawn = |request: InferRequest| {
+        let model = Arc::clone(&model);
+        tokio::spawn(async move { model.infer(request).await })
+    };
+    let busy = spawn(row_request("mlp", 0, None));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut late = row_request("mlp", 1, None);
+    late.parameters
+        .insert("timeout".into(), Parameter::Uint64(30_000));
+    let late = spawn(late);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(model.stats().pending, 1);
+    model.infer(row_request("mlp", 2, None)).await.unwrap_err();
+    busy.await.unwrap().unwrap();
+    late.await.unwrap().unwrap_err();
+    // One cancelled while queued behind a running one.
+    let busy = spawn(row_request("mlp", 0, None));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let gone = spawn(row_request("mlp", 1, None));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    gone.abort();
+    busy.await.unwrap().unwrap();
+
+    let s = model.stats();
+    assert_eq!(
+        (s.success.count, s.inference_count, s.execution_count),
+        (5, 5, 5)
+    );
+    let failures: Vec<(FailureReason, u64)> = s.failures.clone();
+    assert_eq!(
+        failures,
+        [
+            (FailureReason::Rejected, 1),
+            (FailureReason::Canceled, 1),
+            (FailureReason::Backend, 0),
+            (FailureReason::Timeout, 1),
+            (FailureReason::Other, 1),
+        ]
+    );
+    assert_eq!(s.fail.count, 4);
+    assert_eq!(s.request_seconds.count, 5);
+    assert_eq!(s.batch_rows.count, 5);
+    assert_eq!(s.batches.len(), 1);
+    assert_eq!(s.batches[0].batch_size, 1);
+    assert_eq!(s.batches[0].compute_infer.count, 5);
+    // Each request's phases fit in its total; with a 100 ms model they are nearly all of it.
+    let parts = s.queue.ns + s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns;
+    assert!(parts <= s.success.ns, "{parts} > {}", s.success.ns);
+    assert!(
+        parts as f64 >= 0.95 * s.success.ns as f64,
+        "{parts} vs {}",
+        s.success.ns
+    );
+    assert!(s.last_inference_ms > 0);
+}

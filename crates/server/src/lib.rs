@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod grpc;
 mod http;
+mod metrics;
 mod model_control;
 mod v2;
 
@@ -12,3 +13,4 @@ pub use config::ServerConfig;
 pub use error::ApiError;
 pub use grpc::serve_grpc;
 pub use http::{router, serve_http};
+pub use metrics::{Metrics, serve_metrics};

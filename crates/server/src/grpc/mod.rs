@@ -2,10 +2,12 @@
 //! `grpc.health.v1.Health`, on the same runtime as HTTP.
 
 mod convert;
+mod count;
 mod health;
 mod limit;
 mod model_config;
 mod service;
+mod statistics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 
-use crate::ServerConfig;
+use crate::{Metrics, ServerConfig};
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -25,6 +27,7 @@ pub async fn serve_grpc(
     listener: TcpListener,
     runtime: Arc<Runtime>,
     config: ServerConfig,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let limit = config.max_message_bytes;
@@ -42,6 +45,7 @@ pub async fn serve_grpc(
     // applies to listeners tonic binds itself).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .layer(count::CountLayer::new(metrics))
         .layer(limit::MessageLimitLayer::new(limit))
         .add_service(inference)
         .add_service(health)

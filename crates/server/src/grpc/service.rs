@@ -8,7 +8,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pb::grpc_inference_service_server::GrpcInferenceService;
-use super::{convert, model_config, pb};
+use super::{convert, model_config, pb, statistics};
 use crate::config::{self, ServerConfig};
 use crate::error::grpc_status;
 use crate::model_control::{LoadParameter, config_override};
@@ -186,11 +186,14 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_statistics(
         &self,
-        _: Request<pb::ModelStatisticsRequest>,
+        request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
-        Err(Status::unimplemented(
-            "model statistics are not implemented yet (observability issue)",
-        ))
+        let r = request.get_ref();
+        let rows = self
+            .runtime
+            .statistics(Some(&r.name), version(&r.version))
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(statistics::response(&rows)))
     }
 
     async fn repository_index(

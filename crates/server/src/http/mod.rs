@@ -10,13 +10,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use crate::ServerConfig;
+use crate::{Metrics, ServerConfig};
 
 #[derive(Clone)]
 struct AppState {
@@ -24,12 +26,18 @@ struct AppState {
     config: Arc<ServerConfig>,
 }
 
-pub fn router(runtime: Arc<Runtime>, config: ServerConfig) -> Router {
+pub fn router(runtime: Arc<Runtime>, config: ServerConfig, metrics: Arc<Metrics>) -> Router {
     let state = AppState {
         runtime,
         config: Arc::new(config),
     };
     Router::new()
+        .route("/v2/models/stats", get(models::stats))
+        .route("/v2/models/{model}/stats", get(models::stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(models::stats),
+        )
         .route("/v2", get(health::server_metadata))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
@@ -62,7 +70,23 @@ pub fn router(runtime: Arc<Runtime>, config: ServerConfig) -> Router {
         // Bodies are read by `body::read` with a limit of our own, answered in the protocol's shape.
         .layer(DefaultBodyLimit::disable())
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(metrics, count))
         .with_state(state)
+}
+
+/// Counts every answered request by method, route template (not the raw path: model names
+/// would make the label set unbounded) and status.
+async fn count(
+    State(metrics): State<Arc<Metrics>>,
+    route: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.http_request(method.as_str(), route, response.status().as_u16());
+    response
 }
 
 /// Serves `app` until `shutdown` resolves, then lets in-flight requests finish.

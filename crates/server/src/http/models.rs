@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::ApiError;
-use crate::v2::model_config;
+use crate::v2::{model_config, statistics};
 
 /// `{model}` and the optional `{version}` of a model route.
 #[derive(Deserialize)]
@@ -46,4 +46,17 @@ pub async fn ready(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `GET /v2/models[/{m}[/versions/{v}]]/stats`: the statistics extension.
+pub async fn stats(
+    State(app): State<AppState>,
+    path: Option<Path<ModelPath>>,
+) -> Result<Json<Value>, ApiError> {
+    let (model, version) = match &path {
+        Some(Path(p)) => (Some(p.model.as_str()), p.version.as_deref()),
+        None => (None, None),
+    };
+    let rows = app.runtime.statistics(model, version)?;
+    Ok(Json(statistics::statistics(&rows)))
 }

@@ -1,0 +1,105 @@
+//! Prometheus metrics (`/metrics` on the metrics port): Triton's per-model counters under
+//! Triton's names, latency and batch-size histograms, process CPU/memory, and request counts of
+//! both front ends by status.
+//!
+//! The `prometheus` crate writes the classic text format, where a counter keeps its name;
+//! prometheus-client writes OpenMetrics, which appends `_total` to every counter and would break
+//! dashboards built on Triton's `nv_inference_request_success`.
+
+mod models;
+mod process;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use inferd_runtime::Runtime;
+use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+
+/// The metrics of one server: a registry of its own (no process-global state).
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    grpc_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(runtime: Arc<Runtime>) -> Metrics {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "inferd_http_requests_total",
+                "HTTP requests answered, by method, route and status code",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("static metric options are valid");
+        let grpc_requests = IntCounterVec::new(
+            Opts::new(
+                "inferd_grpc_requests_total",
+                "gRPC calls answered, by method and status code",
+            ),
+            &["method", "code"],
+        )
+        .expect("static metric options are valid");
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(grpc_requests.clone()),
+            Box::new(models::ModelCollector::new(runtime)),
+            Box::new(process::ProcessCollector::new()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are registered once");
+        }
+        Metrics {
+            registry,
+            http_requests,
+            grpc_requests,
+        }
+    }
+
+    pub fn http_request(&self, method: &str, route: &str, status: u16) {
+        self.http_requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+    }
+
+    pub fn grpc_request(&self, method: &str, code: tonic::Code) {
+        self.grpc_requests
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], metrics.render())
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(self::metrics))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

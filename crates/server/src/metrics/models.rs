@@ -1,0 +1,230 @@
+//! Per model version metrics, built at scrape time from the runtime's statistics: the same
+//! numbers the statistics extension answers, and unloaded versions disappear with their model.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use inferd_runtime::{CountNs, HistogramSnapshot, Runtime, StatsSnapshot};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+type Value = fn(&StatsSnapshot) -> f64;
+
+fn us(d: CountNs) -> f64 {
+    (d.ns / 1000) as f64
+}
+
+/// Triton's counters: name, help, value.
+const COUNTERS: &[(&str, &str, Value)] = &[
+    (
+        "nv_inference_request_success",
+        "Number of successful inference requests, all batch sizes",
+        |s| s.success.count as f64,
+    ),
+    (
+        "nv_inference_count",
+        "Number of inferences performed (a batch of n counts n)",
+        |s| s.inference_count as f64,
+    ),
+    (
+        "nv_inference_exec_count",
+        "Number of model executions performed (a batch counts once)",
+        |s| s.execution_count as f64,
+    ),
+    (
+        "nv_inference_request_duration_us",
+        "Cumulative inference request duration in microseconds",
+        |s| us(s.success),
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "Cumulative inference queuing duration in microseconds",
+        |s| us(s.queue),
+    ),
+    (
+        "nv_inference_compute_input_duration_us",
+        "Cumulative compute input duration in microseconds",
+        |s| us(s.compute_input),
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative compute inference duration in microseconds",
+        |s| us(s.compute_infer),
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        "Cumulative inference compute output duration in microseconds",
+        |s| us(s.compute_output),
+    ),
+];
+
+const FAILURE: (&str, &str) = (
+    "nv_inference_request_failure",
+    "Number of failed inference requests, all batch sizes, by reason",
+);
+const PENDING: (&str, &str) = (
+    "nv_inference_pending_request_count",
+    "Instantaneous number of pending requests awaiting execution per-model",
+);
+
+type Histo = fn(&StatsSnapshot) -> &HistogramSnapshot;
+
+const HISTOGRAMS: &[(&str, &str, Histo)] = &[
+    (
+        "inferd_request_duration_seconds",
+        "Inference request duration in the runtime (queue, compute, answer)",
+        |s| &s.request_seconds,
+    ),
+    (
+        "inferd_queue_duration_seconds",
+        "Time requests waited in the queue",
+        |s| &s.queue_seconds,
+    ),
+    (
+        "inferd_compute_duration_seconds",
+        "Compute time (input, inference, output) of the execution each request was part of",
+        |s| &s.compute_seconds,
+    ),
+    (
+        "inferd_batch_size",
+        "Rows per model execution, as the dynamic batcher formed them",
+        |s| &s.batch_rows,
+    ),
+];
+
+pub struct ModelCollector {
+    runtime: Arc<Runtime>,
+    descs: Vec<Desc>,
+}
+
+impl ModelCollector {
+    pub fn new(runtime: Arc<Runtime>) -> ModelCollector {
+        let labels = || vec!["model".to_string(), "version".to_string()];
+        let mut descs: Vec<Desc> = COUNTERS
+            .iter()
+            .map(|(name, help, _)| (*name, *help, labels()))
+            .chain(
+                HISTOGRAMS
+                    .iter()
+                    .map(|(name, help, _)| (*name, *help, labels())),
+            )
+            .chain([(PENDING.0, PENDING.1, labels())])
+            .map(|(name, help, labels)| desc(name, help, labels))
+            .collect();
+        let mut failure_labels = labels();
+        failure_labels.push("reason".into());
+        descs.push(desc(FAILURE.0, FAILURE.1, failure_labels));
+        ModelCollector { runtime, descs }
+    }
+}
+
+fn desc(name: &str, help: &str, labels: Vec<String>) -> Desc {
+    Desc::new(name.into(), help.into(), labels, HashMap::new())
+        .expect("static metric descriptions are valid")
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<proto::LabelPair> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = proto::LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.into());
+    family.set_help(help.into());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+fn counter(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(value);
+    let mut m = proto::Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+fn histogram(labels: Vec<proto::LabelPair>, h: &HistogramSnapshot) -> proto::Metric {
+    let mut out = proto::Histogram::default();
+    out.set_sample_count(h.count);
+    out.set_sample_sum(h.sum);
+    out.set_bucket(
+        h.buckets
+            .iter()
+            .map(|(bound, count)| {
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(*count);
+                b
+            })
+            .collect(),
+    );
+    let mut m = proto::Metric::from_label(labels);
+    m.set_histogram(out);
+    m
+}
+
+impl Collector for ModelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = self.runtime.statistics(None, None).unwrap_or_default();
+        let rows: Vec<(String, String, StatsSnapshot)> = stats
+            .into_iter()
+            .map(|(model, s)| {
+                (
+                    model.spec().name.clone(),
+                    model.spec().version.to_string(),
+                    s,
+                )
+            })
+            .collect();
+        let mut families = Vec::new();
+        for (name, help, value) in COUNTERS {
+            let metrics = rows
+                .iter()
+                .map(|(m, v, s)| counter(labels(&[("model", m), ("version", v)]), value(s)))
+                .collect();
+            families.push(family(name, help, MetricType::COUNTER, metrics));
+        }
+        let failures = rows
+            .iter()
+            .flat_map(|(m, v, s)| {
+                s.failures.iter().map(move |(reason, n)| {
+                    let l = labels(&[("model", m), ("version", v), ("reason", reason.as_str())]);
+                    counter(l, *n as f64)
+                })
+            })
+            .collect();
+        families.push(family(FAILURE.0, FAILURE.1, MetricType::COUNTER, failures));
+        let pending = rows
+            .iter()
+            .map(|(m, v, s)| {
+                let mut g = proto::Gauge::default();
+                g.set_value(s.pending as f64);
+                let mut metric = proto::Metric::from_label(labels(&[("model", m), ("version", v)]));
+                metric.set_gauge(g);
+                metric
+            })
+            .collect();
+        families.push(family(PENDING.0, PENDING.1, MetricType::GAUGE, pending));
+        for (name, help, get) in HISTOGRAMS {
+            let metrics = rows
+                .iter()
+                .map(|(m, v, s)| histogram(labels(&[("model", m), ("version", v)]), get(s)))
+                .collect();
+            families.push(family(name, help, MetricType::HISTOGRAM, metrics));
+        }
+        families
+    }
+}
