@@ -39,6 +39,18 @@ pub struct ModelConfig {
     pub warmup: Vec<Warmup>,
 }
 
+/// Instances (threads) one model version may ask for.
+pub const MAX_INSTANCES: u32 = 256;
+
+/// A relative path made only of normal components.
+fn is_inside(path: &str) -> bool {
+    let path = Path::new(path);
+    !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// A warmup request (Triton's model_warmup): every input filled with zeros or random values,
 /// or read from a sample file, at `batch_size` rows for batchable models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +185,25 @@ impl ModelConfig {
 
     /// Checks what serde cannot: ranges and consistency between fields.
     pub fn validate(&self) -> Result<(), String> {
+        // Paths come from config files and from the load API: they must stay in the model's
+        // directory.
+        let files = self
+            .warmup
+            .iter()
+            .flat_map(|w| w.files.values().map(|f| ("warmup file", f.clone())))
+            .chain(self.parameter("model_file").map(|f| ("model_file", f)));
+        for (what, file) in files {
+            if !is_inside(&file) {
+                return Err(format!(
+                    "{what} '{file}' must be a relative path inside the model directory (no '..')"
+                ));
+            }
+        }
+        if let Some(n) = self.instance_count.filter(|n| *n > MAX_INSTANCES) {
+            return Err(format!(
+                "instance_count {n} is above the limit of {MAX_INSTANCES}"
+            ));
+        }
         if let Some(w) = self.warmup.iter().find(|w| w.batch_size == 0) {
             return Err(format!(
                 "warmup batch_size must be at least 1 (got {})",
@@ -252,6 +283,22 @@ mod tests {
         assert_eq!(config.parameter("model_file").as_deref(), Some("net.onnx"));
         assert_eq!(config.parameter("threads").as_deref(), Some("2"));
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn paths_must_stay_in_the_model_directory() {
+        for bad in [
+            r#"warmup = [{ files = { x = "/dev/zero" } }]"#,
+            r#"warmup = [{ files = { x = "warmup/../../secret" } }]"#,
+            r#"parameters = { model_file = "../other/model.onnx" }"#,
+        ] {
+            let err = ModelConfig::parse_toml(bad).unwrap_err().to_string();
+            assert!(err.contains("inside the model directory"), "{bad}: {err}");
+        }
+        assert!(
+            ModelConfig::parse_toml(r#"warmup = [{ files = { x = "warmup/x.bin" } }]"#).is_ok()
+        );
+        assert!(ModelConfig::parse_toml("instance_count = 100000").is_err());
     }
 
     #[test]

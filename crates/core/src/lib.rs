@@ -9,8 +9,8 @@ mod tensor;
 
 pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
 pub use config::{
-    CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, ModelConfig, VersionPolicy, Warmup,
-    WarmupData,
+    CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, MAX_INSTANCES, ModelConfig,
+    VersionPolicy, Warmup, WarmupData,
 };
 pub use datatype::DataType;
 pub use error::{BackendError, ConfigError, ConfigText};

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use inferd_core::{LoadedModel, ModelConfig};
-use tokio::task::JoinSet;
 
 use crate::registry::{ControlMode, ModelState, Runtime, VersionSlot};
-use crate::{ModelSpec, RuntimeError, ServedModel, loader, memory, repository};
+use crate::{ModelSpec, RuntimeError, ServedModel, fingerprint, loader, memory, repository};
 
 /// What set a load off; decides whether its failure counts against server readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +64,8 @@ impl Runtime {
             .filter(|n| all || names.contains(n))
             .collect();
         self.sync_all(names, Trigger::Startup).await;
+        self.startup_done
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -164,16 +165,20 @@ impl Runtime {
     }
 
     async fn sync_all(self: &Arc<Self>, names: Vec<String>, trigger: Trigger) {
-        let mut tasks = JoinSet::new();
-        for name in names {
-            let runtime = Arc::clone(self);
-            tasks.spawn(async move {
-                // Failures are logged and recorded in the index by sync itself.
-                let _ = runtime.sync(&name, None, trigger).await;
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
+        // Detached tasks: dropping this future (shutdown) must not abort a load half-way and
+        // leave its version LOADING.
+        let tasks: Vec<_> = names
+            .into_iter()
+            .map(|name| {
+                let runtime = Arc::clone(self);
+                tokio::spawn(async move {
+                    // Failures are logged and recorded in the index by sync itself.
+                    let _ = runtime.sync(&name, None, trigger).await;
+                })
+            })
+            .collect();
+        for task in tasks {
+            if let Err(e) = task.await {
                 tracing::error!("a model load task crashed: {e}");
             }
         }
@@ -263,11 +268,10 @@ impl Runtime {
         // Debug output is deterministic: a config change (not a comment) changes it.
         let mut config_hash = DefaultHasher::new();
         format!("{config:?}").hash(&mut config_hash);
-        let mut fingerprints = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
         let mut wanted = Vec::with_capacity(selected.len());
         for version in selected {
             let version_dir = dir.join(version.to_string());
-            match fingerprints.of_dir(&version_dir) {
+            match fingerprint::of_dir(&self.fingerprints, &version_dir) {
                 Ok(files) => {
                     let mut hasher = config_hash.clone();
                     files.hash(&mut hasher);
@@ -295,7 +299,8 @@ impl Runtime {
                 slot.reason = format!("update failed, this load keeps serving: {problem}");
             }
         }
-        entry.problem_counts = trigger == Trigger::Startup;
+        // Counts while nothing serves, except for API loads (their caller got the error).
+        entry.problem_counts = trigger != Trigger::Api && !serving;
         entry.problem = Some(problem.clone());
         drop(models);
         tracing::error!(
@@ -327,9 +332,17 @@ impl Runtime {
                         .insert(version, VersionSlot::loading(fingerprint));
                 }
                 Some(slot) => {
+                    // Polling retries only what changed since the last attempt; an explicit
+                    // load also retries failures and anything that differs from what serves.
                     let changed = slot.fingerprint != Some(fingerprint);
-                    let retry = slot.served.is_none() && trigger != Trigger::Poll;
+                    let serves_it = slot.served.is_some() && slot.serving == Some(fingerprint);
+                    let retry = trigger != Trigger::Poll && !serves_it;
                     if !changed && !retry {
+                        if serves_it {
+                            // What serves is what the repository asks for: older update
+                            // failures no longer apply.
+                            slot.reason.clear();
+                        }
                         continue;
                     }
                     slot.fingerprint = Some(fingerprint);
@@ -366,6 +379,7 @@ impl Runtime {
                     slot.state = ModelState::Ready;
                     slot.reason.clear();
                     slot.required = true;
+                    slot.serving = slot.fingerprint;
                     released.extend(entry.swap(version, Arc::new(served)));
                 }
                 Err(reason) if slot.served.is_some() => {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use inferd_core::Backend;
@@ -49,6 +50,8 @@ pub(crate) struct VersionSlot {
     pub served: Option<Arc<ServedModel>>,
     /// Content fingerprint of the files and config of the last load attempt.
     pub fingerprint: Option<u64>,
+    /// Fingerprint of the load that serves now.
+    pub serving: Option<u64>,
     /// Counts for readiness. False for unloaded versions and for failed updates while earlier
     /// versions of the model keep serving.
     pub required: bool,
@@ -61,6 +64,7 @@ impl VersionSlot {
             reason: String::new(),
             served: None,
             fingerprint: Some(fingerprint),
+            serving: None,
             required: true,
         }
     }
@@ -83,7 +87,9 @@ impl ModelEntry {
     pub fn retire(&mut self, version: u64, reason: &str) -> Option<Arc<ServedModel>> {
         let slot = self.versions.get_mut(&version)?;
         let served = slot.served.take();
+        slot.serving = None;
         if let Some(served) = &served {
+            self.draining.retain(|(_, w)| w.strong_count() > 0);
             self.draining.push((version, Arc::downgrade(served)));
         }
         slot.state = ModelState::Unavailable;
@@ -99,6 +105,7 @@ impl ModelEntry {
         let slot = self.versions.get_mut(&version)?;
         let old = slot.served.replace(served);
         if let Some(old) = &old {
+            self.draining.retain(|(_, w)| w.strong_count() > 0);
             self.draining.push((version, Arc::downgrade(old)));
         }
         old
@@ -141,6 +148,9 @@ pub struct Runtime {
     /// One lifecycle operation (poll, load, unload) per model at a time.
     pub(crate) model_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) fingerprints: Arc<Mutex<Fingerprints>>,
+    /// Start-up loading has finished: until then the server is not ready, even before the
+    /// first model shows up in the registry.
+    pub(crate) startup_done: AtomicBool,
 }
 
 impl Runtime {
@@ -152,6 +162,7 @@ impl Runtime {
             models: RwLock::default(),
             model_locks: Mutex::default(),
             fingerprints: Arc::default(),
+            startup_done: AtomicBool::new(false),
         }
     }
 
@@ -276,7 +287,7 @@ impl Runtime {
         let mut models = self.write();
         for (name, entry) in models.iter_mut() {
             if let Some(problem) = &entry.problem
-                && entry.versions.is_empty()
+                && !entry.has_served()
             {
                 out.push(IndexEntry {
                     name: name.clone(),
@@ -324,6 +335,10 @@ impl Runtime {
         let models = self.read();
         let mut loading = false;
         let mut not_ready = Vec::new();
+        if !self.startup_done.load(Ordering::Acquire) {
+            loading = true;
+            not_ready.push("start-up loading has not finished".to_string());
+        }
         for (name, entry) in models.iter() {
             if let Some(problem) = &entry.problem
                 && entry.problem_counts

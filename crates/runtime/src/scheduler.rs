@@ -184,13 +184,33 @@ impl Scheduler {
 }
 
 impl Drop for Scheduler {
-    /// Stops the workers and waits for them, so the model's memory is freed when this returns.
-    /// The queue is empty by then: every queued request holds the scheduler's owner alive.
+    /// Stops the workers and, when they are idle, waits for them, so the model's memory is
+    /// freed when this returns. The queue is empty by then: every queued request holds the
+    /// scheduler's owner alive.
     fn drop(&mut self) {
-        self.shared.lock().stopped = true;
+        let busy = {
+            let mut state = self.shared.lock();
+            state.stopped = true;
+            state.busy
+        };
         self.shared.work.notify_all();
+        let workers = std::mem::take(&mut self.workers);
+        if busy > 0 {
+            // A batch whose callers all left is still running: join elsewhere rather than
+            // block this thread (often an async worker) for a whole inference.
+            // (If no thread can start, the handles drop and the workers finish detached.)
+            let _ = std::thread::Builder::new()
+                .name("inferd-reaper".into())
+                .spawn(move || {
+                    workers.into_iter().for_each(|h| {
+                        let _ = h.join();
+                    });
+                    crate::memory::release_free_memory();
+                });
+            return;
+        }
         let me = std::thread::current().id();
-        for handle in self.workers.drain(..) {
+        for handle in workers {
             if handle.thread().id() != me {
                 let _ = handle.join();
             }

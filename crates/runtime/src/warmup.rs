@@ -8,6 +8,11 @@ use inferd_core::{DataType, Tensor, TensorData, TensorSpec, Warmup, WarmupData, 
 use crate::ModelSpec;
 use crate::scheduler::WarmupRun;
 
+/// Largest warmup tensor, in elements (256 MiB of FP32).
+const MAX_ELEMENTS: usize = 1 << 26;
+/// Largest warmup sample file.
+const MAX_SAMPLE_BYTES: u64 = 1 << 30;
+
 /// The warmup runs of a model version; `model_dir` is where sample files are looked up.
 pub fn runs(spec: &ModelSpec, model_dir: &Path) -> Result<Vec<WarmupRun>, String> {
     spec.config
@@ -63,10 +68,25 @@ fn tensor(
         .into_iter()
         .chain(dims.iter().map(|d| if *d < 0 { 1 } else { *d as usize }))
         .collect();
-    let count: usize = shape.iter().product();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .filter(|n| *n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            format!("input '{name}' of shape {shape:?} is above the warmup limit of {MAX_ELEMENTS} elements")
+        })?;
     let data = match warmup.files.get(name) {
         Some(file) => {
             let path = model_dir.join(file);
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| format!("cannot read sample {}: {e}", path.display()))?;
+            // Not a device, a pipe or something huge: a sample is a small regular file.
+            if !meta.is_file() || meta.len() > MAX_SAMPLE_BYTES {
+                return Err(format!(
+                    "sample {} must be a regular file of at most {MAX_SAMPLE_BYTES} bytes",
+                    path.display()
+                ));
+            }
             let bytes = std::fs::read(&path)
                 .map_err(|e| format!("cannot read sample {}: {e}", path.display()))?;
             check_binary_len(input.datatype, &shape, bytes.len())

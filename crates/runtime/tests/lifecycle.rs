@@ -280,3 +280,33 @@ async fn warmup_runs_on_every_instance_before_traffic() {
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn readiness_follows_what_serves_not_old_errors() {
+    let repo = temp_repository("ready");
+    add_version(&repo, "iris", 1, "iris_logreg");
+    std::fs::create_dir_all(repo.join("bad/1")).unwrap();
+    std::fs::write(repo.join("bad/config.toml"), "max_batch_size = \"x\"").unwrap();
+
+    // Not ready before start-up loading has even begun.
+    let polled = runtime(&repo, ControlMode::Poll);
+    assert!(!polled.readiness().ready);
+    polled.load_repository().await.unwrap();
+    assert!(!polled.readiness().ready);
+    // The start-up failure still counts after a poll finds it unchanged.
+    polled.poll().await.unwrap();
+    let r = polled.readiness();
+    assert!(!r.ready && r.not_ready[0].starts_with("bad:"), "{r:?}");
+
+    // A failed override leaves no stale error behind for the next plain load.
+    let explicit = runtime(&repo, ControlMode::Explicit);
+    explicit.load_startup(&["iris".into()]).await.unwrap();
+    let none = ModelConfig::parse_json(r#"{"version_policy": {"specific": [7]}}"#).unwrap();
+    assert!(explicit.load_model("iris", Some(none)).await.is_err());
+    assert_eq!(infer_iris(&explicit).await.0, 1);
+    explicit.load_model("iris", None).await.unwrap();
+    assert_eq!(
+        state(&explicit, "iris", 1),
+        (ModelState::Ready, String::new())
+    );
+}

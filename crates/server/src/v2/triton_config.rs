@@ -72,7 +72,9 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
     };
     let config = ModelConfig {
         backend: text("backend").map(str::to_string),
-        max_batch_size: optional_number(object, "max_batch_size")?.map(|n| n as u32),
+        max_batch_size: optional_number(object, "max_batch_size")?
+            .map(|n| u32::try_from(n).map_err(|_| format!("max_batch_size {n} is too large")))
+            .transpose()?,
         inputs: tensors(object, "input")?,
         outputs: tensors(object, "output")?,
         instance_count: instance_count(object)?,
@@ -158,13 +160,15 @@ fn instance_count(object: &Map<String, Value>) -> Result<Option<u32>, String> {
                 ));
             }
         }
-        total += group
+        let count = group
             .get("count")
             .map(|c| number(c, "instance_group count"))
             .transpose()?
             .unwrap_or(1);
+        total = count.saturating_add(total);
     }
-    Ok(Some(total as u32))
+    // An absurd total is refused by the config's validation, not truncated.
+    Ok(Some(u32::try_from(total).unwrap_or(u32::MAX)))
 }
 
 /// Without the section Triton does not batch, so neither does the translated config.
