@@ -33,8 +33,16 @@ pub enum QueueError {
     Stopped,
 }
 
-/// Outputs of one request, with the durations of the execution that produced them.
-pub type Answer = Result<(Vec<Tensor>, ExecutionTimes), QueueError>;
+/// Outputs of one request, with the durations of the execution that produced them and when it
+/// began and ended (the caller adds its own waits on either side).
+pub type Answer = Result<(Vec<Tensor>, Executed), QueueError>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Executed {
+    pub times: ExecutionTimes,
+    pub began: Instant,
+    pub ended: Instant,
+}
 
 type Reply = oneshot::Sender<Answer>;
 
@@ -325,8 +333,14 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
     let (result, times) = run(&*shared.model, inputs, &rows);
     match result {
         Ok(per_request) => {
+            let ended = Instant::now();
             for ((reply, outputs), queue) in replies.into_iter().zip(per_request).zip(waits) {
-                let _ = reply.send(Ok((outputs, ExecutionTimes { queue, ..times })));
+                let executed = Executed {
+                    times: ExecutionTimes { queue, ..times },
+                    began: started,
+                    ended,
+                };
+                let _ = reply.send(Ok((outputs, executed)));
             }
         }
         Err(message) => {

@@ -118,7 +118,7 @@ impl ServedModel {
     /// failure with a reason (CANCELED when the caller stops waiting).
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
         let mut record = Recording::new(&self.stats);
-        let result = self.run(request).await;
+        let result = self.run(request, record.started).await;
         match &result {
             Ok((_, rows, times)) => record.success(*rows, times),
             Err(e) => record.failure(failure_reason(e)),
@@ -126,9 +126,13 @@ impl ServedModel {
         result.map(|(response, _, _)| response)
     }
 
+    /// The request's queue time counts from `received` (validation included) to its execution,
+    /// and its output time through the hand-back to this task, so that the phases add up to
+    /// its time in the runtime.
     async fn run(
         &self,
         request: InferRequest,
+        received: Instant,
     ) -> Result<(InferResponse, usize, ExecutionTimes), RuntimeError> {
         let InferRequest {
             id,
@@ -173,10 +177,15 @@ impl ServedModel {
             .scheduler
             .submit(inputs, priority, deadline)
             .map_err(queue_error)?;
-        let (outputs, times) = receiver
+        let (outputs, executed) = receiver
             .await
             .map_err(|_| queue_error(QueueError::Stopped))?
             .map_err(queue_error)?;
+        let times = ExecutionTimes {
+            queue: executed.began.saturating_duration_since(received),
+            compute_output: executed.times.compute_output + executed.ended.elapsed(),
+            ..executed.times
+        };
         if outputs.len() != self.spec.outputs.len() {
             return Err(fail(format!(
                 "the backend returned {} outputs, the model declares {}",

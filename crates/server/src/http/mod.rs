@@ -32,7 +32,7 @@ pub fn router(runtime: Arc<Runtime>, config: ServerConfig, metrics: Arc<Metrics>
         config: Arc::new(config),
     };
     Router::new()
-        .route("/v2/models/stats", get(models::stats))
+        .route("/v2/models/stats", get(models::stats_all))
         .route("/v2/models/{model}/stats", get(models::stats))
         .route(
             "/v2/models/{model}/versions/{version}/stats",

@@ -48,15 +48,19 @@ pub async fn ready(
     }
 }
 
-/// `GET /v2/models[/{m}[/versions/{v}]]/stats`: the statistics extension.
+/// `GET /v2/models/{m}[/versions/{v}]/stats`: the statistics extension for one model.
 pub async fn stats(
     State(app): State<AppState>,
-    path: Option<Path<ModelPath>>,
+    Path(p): Path<ModelPath>,
 ) -> Result<Json<Value>, ApiError> {
-    let (model, version) = match &path {
-        Some(Path(p)) => (Some(p.model.as_str()), p.version.as_deref()),
-        None => (None, None),
-    };
-    let rows = app.runtime.statistics(model, version)?;
+    let rows = app
+        .runtime
+        .statistics(Some(&p.model), p.version.as_deref())?;
+    Ok(Json(statistics::statistics(&rows)))
+}
+
+/// `GET /v2/models/stats`: every loaded model version.
+pub async fn stats_all(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = app.runtime.statistics(None, None)?;
     Ok(Json(statistics::statistics(&rows)))
 }
