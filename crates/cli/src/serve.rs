@@ -68,9 +68,28 @@ pub struct ServeArgs {
     #[arg(long = "load-model", value_name = "NAME")]
     load_models: Vec<String>,
 
-    /// Log line format; the level is set with INFERD_LOG (default info).
+    /// Log line format.
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or per-module directives in
+    /// EnvFilter syntax; changeable at run time through /v2/logging.
+    #[arg(long, env = "INFERD_LOG", default_value = logging::DEFAULT_FILTER)]
+    log_level: String,
+
+    /// One log line per inference request (id, model, version, status, latency); also
+    /// switchable at run time through /v2/logging.
+    #[arg(long, env = "INFERD_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    access_log: bool,
+
+    /// OpenTelemetry collector to export traces to over OTLP/gRPC, e.g. http://localhost:4317.
+    /// Without it no trace spans are created.
+    #[arg(long, env = "INFERD_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// Share of requests traced when the caller's `traceparent` does not decide (0 to 1).
+    #[arg(long, env = "INFERD_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = ratio)]
+    trace_sample_ratio: f64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -90,18 +109,35 @@ impl From<ControlArg> for ControlMode {
     }
 }
 
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("'{s}' is not a ratio between 0 and 1")),
+    }
+}
+
 pub fn run(args: ServeArgs) -> Result<(), String> {
     inferd_runtime::memory::tune_allocator();
-    logging::init(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("inferd")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(serve(args))
+    // Inside the runtime: the OTLP exporter's channel belongs to it.
+    let logging = {
+        let _entered = runtime.enter();
+        logging::init(
+            args.log_format,
+            &args.log_level,
+            args.otlp_endpoint.as_deref(),
+        )?
+    };
+    let result = runtime.block_on(serve(args, Arc::clone(&logging)));
+    logging.flush();
+    result
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), String> {
     if !args.model_repository.is_dir() {
         return Err(format!(
             "model repository {} is not a directory",
@@ -132,7 +168,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_message_bytes: args.max_request_size,
         strict_readiness: args.strict_readiness,
     };
-    let app = inferd_server::router(Arc::clone(&runtime), config.clone(), Arc::clone(&metrics));
+    let telemetry = Arc::new(inferd_server::Telemetry::new(
+        args.otlp_endpoint.is_some(),
+        args.trace_sample_ratio,
+        args.access_log,
+        Some(logging as Arc<dyn inferd_server::LogControl>),
+    ));
+    let app = inferd_server::router(
+        Arc::clone(&runtime),
+        config.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&telemetry),
+    );
     tracing::info!(
         http = %SocketAddr::new(args.host, args.http_port),
         grpc = %SocketAddr::new(args.host, args.grpc_port),
@@ -167,6 +214,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         Arc::clone(&runtime),
         config,
         Arc::clone(&metrics),
+        telemetry,
         stopped(stop_rx.clone()),
     );
     let metrics_endpoint = async {

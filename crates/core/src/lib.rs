@@ -13,6 +13,9 @@ pub use config::{
     VersionPolicy, Warmup, WarmupData,
 };
 pub use datatype::DataType;
+
+/// `tracing` target of the spans exported as traces; only requests that are sampled get them.
+pub const TRACE_TARGET: &str = "inferd::trace";
 pub use error::{BackendError, ConfigError, ConfigText};
 pub use tensor::{
     NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,

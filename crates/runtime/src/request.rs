@@ -42,6 +42,8 @@ pub struct InferRequest {
     pub inputs: Vec<NamedTensor>,
     /// Outputs to return, in this order; `None` returns all of them in model order.
     pub outputs: Option<Vec<String>>,
+    /// The request's trace span when it is sampled: queue, batch and backend spans go under it.
+    pub trace: Option<tracing::Span>,
 }
 
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use inferd_core::{LoadedModel, Tensor};
 use tokio::sync::oneshot;
+use tracing::Span;
 
 use crate::stats::{ExecutionTimes, ModelStats};
 
@@ -54,6 +55,8 @@ struct Pending {
     deadline: Option<Instant>,
     enqueued: Instant,
     reply: Reply,
+    /// The request's trace span, and its queue span (ended when execution starts).
+    trace: Option<(Span, Span)>,
 }
 
 #[derive(Default)]
@@ -147,6 +150,7 @@ impl Scheduler {
         inputs: Vec<Tensor>,
         priority: u32,
         deadline: Option<Instant>,
+        trace: Option<Span>,
     ) -> Result<oneshot::Receiver<Answer>, QueueError> {
         let rows = if self.shared.policy.max_batch_size > 0 {
             inputs
@@ -178,6 +182,10 @@ impl Scheduler {
             deadline,
             enqueued: Instant::now(),
             reply,
+            trace: trace.map(|t| {
+                let queue = stage(&t, "queue");
+                (t, queue)
+            }),
         };
         state.queue.insert((priority, seq), pending);
         drop(state);
@@ -325,12 +333,15 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
     let mut waits = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     let mut inputs = Vec::with_capacity(batch.len());
+    let mut traces = Vec::new();
     for p in batch {
         waits.push(started.saturating_duration_since(p.enqueued));
         replies.push(p.reply);
         inputs.push(p.inputs);
+        // Dropping the queue span ends it: the request leaves the queue now.
+        traces.extend(p.trace.map(|(trace, _queue)| trace));
     }
-    let (result, times) = run(&*shared.model, inputs, &rows);
+    let (result, times) = run(&*shared.model, inputs, &rows, &traces);
     match result {
         Ok(per_request) => {
             let ended = Instant::now();
@@ -357,8 +368,22 @@ fn run(
     model: &dyn LoadedModel,
     mut inputs: Vec<Vec<Tensor>>,
     rows: &[usize],
+    traces: &[Span],
 ) -> (Result<Vec<Vec<Tensor>>, String>, ExecutionTimes) {
+    let total_rows: usize = rows.iter().sum();
+    // Every traced request of the batch gets the batch's spans.
+    let spans = |name| -> Vec<Span> {
+        traces
+            .iter()
+            .map(|t| {
+                let span = stage(t, name);
+                span.record("batch_size", total_rows as i64);
+                span
+            })
+            .collect()
+    };
     let mut times = ExecutionTimes::default();
+    let batch = spans("batch");
     let started = Instant::now();
     let merged = if inputs.len() == 1 {
         Ok(inputs.pop().unwrap_or_default())
@@ -366,14 +391,17 @@ fn run(
         merge(inputs)
     };
     times.compute_input = started.elapsed();
+    drop(batch);
     let merged = match merged {
         Ok(merged) => merged,
         Err(e) => return (Err(e), times),
     };
+    let backend = spans("backend");
     let started = Instant::now();
     // A panicking backend fails this batch, not the server.
     let outputs = std::panic::catch_unwind(AssertUnwindSafe(|| model.infer(merged)));
     times.compute_infer = started.elapsed();
+    drop(backend);
     let outputs = match outputs {
         Ok(Ok(outputs)) => outputs,
         Ok(Err(e)) => return (Err(e.to_string()), times),
@@ -388,6 +416,17 @@ fn run(
     let split = split(outputs, rows);
     times.compute_output = started.elapsed();
     (split, times)
+}
+
+/// A trace span for one stage of a traced request (OTLP span name `name`).
+fn stage(parent: &Span, name: &'static str) -> Span {
+    tracing::trace_span!(
+        target: inferd_core::TRACE_TARGET,
+        parent: parent,
+        "stage",
+        otel.name = name,
+        batch_size = tracing::field::Empty
+    )
 }
 
 /// Concatenates the requests' inputs along the batch dimension, input by input.

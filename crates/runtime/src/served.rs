@@ -139,6 +139,7 @@ impl ServedModel {
             inputs,
             outputs,
             parameters,
+            trace,
         } = request;
         let wanted = self.requested_outputs(outputs)?;
         let inputs = self.ordered_inputs(inputs)?;
@@ -175,7 +176,7 @@ impl ServedModel {
         };
         let receiver = self
             .scheduler
-            .submit(inputs, priority, deadline)
+            .submit(inputs, priority, deadline, trace)
             .map_err(queue_error)?;
         let (outputs, executed) = receiver
             .await

@@ -7,6 +7,7 @@ mod grpc;
 mod http;
 mod metrics;
 mod model_control;
+mod telemetry;
 mod v2;
 
 pub use config::ServerConfig;
@@ -14,3 +15,4 @@ pub use error::ApiError;
 pub use grpc::serve_grpc;
 pub use http::{router, serve_http};
 pub use metrics::{Metrics, serve_metrics};
+pub use telemetry::{ACCESS_TARGET, LogControl, TRACE_TARGET, Telemetry};

@@ -127,6 +127,7 @@ pub fn request(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), Stat
         parameters: parameters(wire.parameters)?,
         inputs,
         outputs,
+        trace: None,
     };
     Ok((request, use_raw))
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 
-use crate::{Metrics, ServerConfig};
+use crate::{Metrics, ServerConfig, Telemetry};
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -28,12 +28,13 @@ pub async fn serve_grpc(
     runtime: Arc<Runtime>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let limit = config.max_message_bytes;
     let config = Arc::new(config);
     let inference = pb::grpc_inference_service_server::GrpcInferenceServiceServer::new(
-        service::InferenceService::new(Arc::clone(&runtime), Arc::clone(&config)),
+        service::InferenceService::new(Arc::clone(&runtime), Arc::clone(&config), telemetry),
     )
     // Our own layer enforces the limit with RESOURCE_EXHAUSTED; tonic's would say OUT_OF_RANGE.
     .max_decoding_message_size(usize::MAX)

@@ -2,16 +2,20 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use inferd_runtime::{ModelState, Runtime};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::pb::grpc_inference_service_server::GrpcInferenceService;
 use super::{convert, model_config, pb, statistics};
+use crate::Telemetry;
 use crate::config::{self, ServerConfig};
 use crate::error::grpc_status;
 use crate::model_control::{LoadParameter, config_override};
+use crate::telemetry::{self, Metadata};
 
 /// Responses a stream may have waiting for the client before inference pauses.
 const STREAM_BUFFER: usize = 64;
@@ -19,11 +23,20 @@ const STREAM_BUFFER: usize = 64;
 pub struct InferenceService {
     runtime: Arc<Runtime>,
     config: Arc<ServerConfig>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl InferenceService {
-    pub fn new(runtime: Arc<Runtime>, config: Arc<ServerConfig>) -> Self {
-        InferenceService { runtime, config }
+    pub fn new(
+        runtime: Arc<Runtime>,
+        config: Arc<ServerConfig>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        InferenceService {
+            runtime,
+            config,
+            telemetry,
+        }
     }
 }
 
@@ -31,16 +44,47 @@ fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
+/// One inference, in a request span (its log lines carry the id) and, when sampled, a trace
+/// continuing the caller's `traceparent` metadata; answered in the access log.
 async fn infer(
     runtime: &Runtime,
+    telemetry: &Telemetry,
+    metadata: &tonic::metadata::MetadataMap,
     wire: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, Status> {
-    let model = runtime
-        .get(&wire.model_name, version(&wire.model_version))
-        .map_err(|e| grpc_status(&e))?;
-    let (request, raw) = convert::request(wire)?;
+    let started = Instant::now();
+    let (id, name) = (wire.id.clone(), wire.model_name.clone());
+    let span = telemetry.request_span("grpc", &name);
+    let id = telemetry.log_id(&span, &id);
+    let trace = telemetry.trace("grpc", &name, &Metadata(metadata));
+    let result = run(runtime, wire, trace.as_ref())
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    let (code, version) = match &result {
+        Ok(response) => (tonic::Code::Ok, response.model_version.as_str()),
+        Err(status) => (status.code(), ""),
+    };
+    telemetry.access(&id, &name, version, &format!("{code:?}"), started.elapsed());
+    result
+}
+
+async fn run(
+    runtime: &Runtime,
+    wire: pb::ModelInferRequest,
+    trace: Option<&tracing::Span>,
+) -> Result<pb::ModelInferResponse, Status> {
+    let model = telemetry::within(telemetry::child(trace, "route"), || {
+        runtime.get(&wire.model_name, version(&wire.model_version))
+    })
+    .map_err(|e| grpc_status(&e))?;
+    let (mut request, raw) =
+        telemetry::within(telemetry::child(trace, "decode"), || convert::request(wire))?;
+    request.trace = trace.cloned();
     let response = model.infer(request).await.map_err(|e| grpc_status(&e))?;
-    Ok(convert::response(response, raw))
+    Ok(telemetry::within(telemetry::child(trace, "encode"), || {
+        convert::response(response, raw)
+    }))
 }
 
 /// A stream error answered in the stream: the error text, and the request's id and model so
@@ -121,7 +165,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        infer(&self.runtime, request.into_inner())
+        let (metadata, _, wire) = request.into_parts();
+        infer(&self.runtime, &self.telemetry, &metadata, wire)
             .await
             .map(Response::new)
     }
@@ -134,8 +179,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let mut inbound = request.into_inner();
+        let (metadata, _, mut inbound) = request.into_parts();
+        let metadata = Arc::new(metadata);
         let runtime = Arc::clone(&self.runtime);
+        let telemetry = Arc::clone(&self.telemetry);
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
             while let Some(next) = inbound.next().await {
@@ -147,14 +194,19 @@ impl GrpcInferenceService for InferenceService {
                         return;
                     }
                 };
-                let (runtime, tx) = (Arc::clone(&runtime), tx.clone());
+                let (runtime, telemetry, metadata, tx) = (
+                    Arc::clone(&runtime),
+                    Arc::clone(&telemetry),
+                    Arc::clone(&metadata),
+                    tx.clone(),
+                );
                 tokio::spawn(async move {
                     let (id, name, version) = (
                         wire.id.clone(),
                         wire.model_name.clone(),
                         wire.model_version.clone(),
                     );
-                    let answer = match infer(&runtime, wire).await {
+                    let answer = match infer(&runtime, &telemetry, &metadata, wire).await {
                         Ok(response) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),

@@ -3,6 +3,7 @@
 mod body;
 mod health;
 mod infer;
+mod logging;
 mod models;
 mod repository;
 
@@ -18,18 +19,25 @@ use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use crate::{Metrics, ServerConfig};
+use crate::{Metrics, ServerConfig, Telemetry};
 
 #[derive(Clone)]
 struct AppState {
     runtime: Arc<Runtime>,
     config: Arc<ServerConfig>,
+    telemetry: Arc<Telemetry>,
 }
 
-pub fn router(runtime: Arc<Runtime>, config: ServerConfig, metrics: Arc<Metrics>) -> Router {
+pub fn router(
+    runtime: Arc<Runtime>,
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
+) -> Router {
     let state = AppState {
         runtime,
         config: Arc::new(config),
+        telemetry,
     };
     Router::new()
         .route("/v2/models/stats", get(models::stats_all))
@@ -61,6 +69,7 @@ pub fn router(runtime: Arc<Runtime>, config: ServerConfig, metrics: Arc<Metrics>
             "/v2/models/{model}/versions/{version}/infer",
             post(infer::infer),
         )
+        .route("/v2/logging", get(logging::get).post(logging::post))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route(

@@ -182,6 +182,7 @@ pub fn request(
         parameters: parameters(&parsed.parameters)?,
         inputs,
         outputs,
+        trace: None,
     };
     Ok((request, format))
 }

@@ -1,0 +1,209 @@
+//! Request-scoped logs and traces for both front ends: the access log, the request span that
+//! puts the request id on every log line, and the trace spans exported over OTLP.
+//!
+//! Sampling is decided here, once per request, before any trace span exists: a caller's W3C
+//! `traceparent` decides for its requests, others are sampled at the configured ratio. Spans of
+//! unsampled requests are never created (`Span::none()`), so tracing at ratio 0 costs a random
+//! number per request.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Target of the spans exported as traces (the OTLP layer listens to it alone).
+pub use inferd_core::TRACE_TARGET;
+/// Target of the access log lines.
+pub const ACCESS_TARGET: &str = "inferd::access";
+
+/// Changes the log filter at run time (implemented by the binary, which owns the subscriber).
+pub trait LogControl: Send + Sync {
+    /// The filter in force, in `EnvFilter` syntax (e.g. `info,tract_onnx=error`).
+    fn filter(&self) -> String;
+    fn set_filter(&self, filter: &str) -> Result<(), String>;
+    /// `text` or `json`.
+    fn format(&self) -> &'static str;
+}
+
+pub struct Telemetry {
+    /// Traces are exported (an OTLP endpoint is configured).
+    tracing: bool,
+    /// Share of requests without a caller decision that are traced, 0 to 1.
+    ratio: f64,
+    access_log: AtomicBool,
+    logs: Option<Arc<dyn LogControl>>,
+    next_id: AtomicU64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new(false, 0.0, true, None)
+    }
+}
+
+impl Telemetry {
+    pub fn new(
+        tracing: bool,
+        ratio: f64,
+        access_log: bool,
+        logs: Option<Arc<dyn LogControl>>,
+    ) -> Telemetry {
+        Telemetry {
+            tracing,
+            ratio: ratio.clamp(0.0, 1.0),
+            access_log: AtomicBool::new(access_log),
+            logs,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn logs(&self) -> Option<&dyn LogControl> {
+        self.logs.as_deref()
+    }
+
+    pub fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
+    }
+
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
+    }
+
+    /// The span every log line of a request is written in; its `id` is recorded once known.
+    pub fn request_span(&self, protocol: &'static str, model: &str) -> Span {
+        tracing::info_span!("request", protocol, model, id = tracing::field::Empty)
+    }
+
+    /// Records the request's id for its log lines: the client's, or one made up for this
+    /// process (`inferd-<n>`), which is returned.
+    pub fn log_id(&self, span: &Span, id: &str) -> String {
+        let id = if id.is_empty() {
+            format!("inferd-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        } else {
+            id.to_string()
+        };
+        span.record("id", id.as_str());
+        id
+    }
+
+    /// The root trace span of a request when it is sampled, continuing the caller's trace.
+    pub fn trace(
+        &self,
+        protocol: &'static str,
+        model: &str,
+        carrier: &dyn Extractor,
+    ) -> Option<Span> {
+        if !self.tracing {
+            return None;
+        }
+        let parent = TraceContextPropagator::new().extract(carrier);
+        let caller = parent.span().span_context().clone();
+        let sampled = if caller.is_valid() {
+            caller.is_sampled()
+        } else {
+            self.ratio > 0.0 && random_unit() < self.ratio
+        };
+        if !sampled {
+            return None;
+        }
+        let span = tracing::trace_span!(
+            target: TRACE_TARGET,
+            "infer",
+            otel.kind = "server",
+            protocol,
+            model
+        );
+        let _ = span.set_parent(parent);
+        Some(span)
+    }
+
+    /// One line per answered request, unless switched off.
+    pub fn access(&self, id: &str, model: &str, version: &str, status: &str, latency: Duration) {
+        if self.access_log() {
+            tracing::info!(
+                target: ACCESS_TARGET,
+                id,
+                model,
+                version,
+                status,
+                latency_us = latency.as_micros() as u64,
+                "request"
+            );
+        }
+    }
+}
+
+/// A child trace span of `parent` (OTLP span name `name`), or nothing when not traced.
+pub fn child(parent: Option<&Span>, name: &'static str) -> Option<Span> {
+    parent.map(|p| tracing::trace_span!(target: TRACE_TARGET, parent: p, "stage", otel.name = name))
+}
+
+/// Runs `f` inside `span` when there is one.
+pub fn within<T>(span: Option<Span>, f: impl FnOnce() -> T) -> T {
+    match span {
+        Some(span) => span.in_scope(f),
+        None => f(),
+    }
+}
+
+/// HTTP headers as a trace-context carrier.
+pub struct Headers<'a>(pub &'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// gRPC metadata as a trace-context carrier.
+pub struct Metadata<'a>(pub &'a tonic::metadata::MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A uniform number in [0, 1) from a per-thread xorshift generator: sampling needs speed, not
+/// quality.
+fn random_unit() -> f64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(seed());
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let addr = &nanos as *const u64 as u64;
+    (nanos ^ addr.rotate_left(32)) | 1
+}
