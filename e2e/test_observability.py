@@ -148,3 +148,13 @@ def test_statistics_of_every_model_and_unknown_ones(srv):
     text = scrape(srv)
     assert value(text, "inferd_grpc_requests_total", method="ServerMetadata", code="Ok") >= 1
     assert np.isfinite(value(text, "process_cpu_seconds_total"))
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_server_exports(srv):
+    """deploy/grafana/inferd.json stays in step with /metrics."""
+    dashboard = json.loads((FIXTURES.parent.parent / "deploy" / "grafana" / "inferd.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b((?:nv|inferd|process)_[a-z_]+)", e)}
+    assert len(used) >= 12, used
+    exported = {m[1] for m in re.finditer(r"^([a-zA-Z_:][\w:]*)[{ ]", scrape(srv), re.M)}
+    assert used <= exported, used - exported

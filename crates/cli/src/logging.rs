@@ -3,6 +3,7 @@
 //! `inferd::trace` target. The two have separate filters: changing the log level never turns
 //! trace spans into log lines, and tracing never costs the log path anything.
 
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,7 +80,10 @@ pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>) -> Result<Arc<L
     let parsed = EnvFilter::try_new(filter).map_err(|e| format!("--log-level '{filter}': {e}"))?;
     // A filter of the log lines alone, reloadable; trace spans have their own below.
     let (filter_layer, handle) = reload::Layer::<EnvFilter, Registry>::new(parsed);
-    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a terminal: escape codes in collected log files are noise.
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let lines = match format {
         LogFormat::Text => lines.with_filter(filter_layer).boxed(),
         LogFormat::Json => lines.json().with_filter(filter_layer).boxed(),

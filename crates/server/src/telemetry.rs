@@ -99,7 +99,7 @@ impl Telemetry {
         model: &str,
         carrier: &dyn Extractor,
     ) -> Option<Span> {
-        if !self.tracing {
+        if !self.tracing || (self.ratio == 0.0 && carrier.get("traceparent").is_none()) {
             return None;
         }
         let parent = TraceContextPropagator::new().extract(carrier);
