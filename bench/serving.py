@@ -9,7 +9,7 @@
 
 Prints a markdown table: infer/s, p50 and p99 (us) per configuration and concurrency.
 
-    cargo build --release -p inferd && cargo build --release -p inferd-backend-tract --example time_model
+    cargo build --release -p inferd && cargo build --release -p inferd --example time_model
     bench/get_perf_analyzer.sh
     /tmp/fixvenv/bin/python bench/serving.py          # tools from tests/fixtures/requirements.txt
 """

@@ -4,7 +4,7 @@ TreeEnsembleRegressor) against onnxruntime, both in-process on one thread, on a 
 depth-8 GradientBoostingRegressor at batch 256 (and batch 1).
 
 Run from the repository root with the fixture tools (tests/fixtures/requirements.txt):
-    cargo build --release -p inferd-backend-tract --example time_model
+    cargo build --release -p inferd --example time_model
     /tmp/fixvenv/bin/python bench/tree_ensemble.py
 """
 
@@ -45,7 +45,7 @@ def ort_times(path, x):
 
 def main():
     if not TIMER.exists():
-        sys.exit(f"build the timer first: cargo build --release -p inferd-backend-tract --example time_model")
+        sys.exit(f"build the timer first: cargo build --release -p inferd --example time_model")
     x, y = make_regression(n_samples=2000, n_features=20, random_state=0)
     model = GradientBoostingRegressor(n_estimators=300, max_depth=8, random_state=0).fit(x.astype(np.float32), y)
     onx = to_onnx(model, x[:1].astype(np.float32))

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use inferd_backend_onnxruntime::OnnxRuntimeBackend;
 use inferd_backend_tract::TractBackend;
+use inferd_core::Backend;
 use inferd_runtime::{ControlMode, Runtime};
 use inferd_server::ServerConfig;
 use tokio::sync::watch;
@@ -29,6 +31,21 @@ pub struct ServeArgs {
     /// Port of the gRPC endpoint (inference.GRPCInferenceService and grpc.health.v1.Health).
     #[arg(long, env = "INFERD_GRPC_PORT", default_value_t = 8001)]
     grpc_port: u16,
+
+    /// Backend for models whose config.toml names none and that several backends could run
+    /// (model.onnx: tract, the embedded default, or onnxruntime).
+    #[arg(
+        long,
+        env = "INFERD_DEFAULT_BACKEND",
+        value_enum,
+        default_value = "tract"
+    )]
+    default_backend: DefaultBackend,
+
+    /// ONNX Runtime's shared library, loaded when the first onnxruntime model loads
+    /// (fetch it with `python3 scripts/get_onnxruntime.py`). Default: where that script puts it.
+    #[arg(long, env = "INFERD_ONNXRUNTIME_LIB", value_name = "PATH")]
+    onnxruntime_lib: Option<PathBuf>,
 
     /// Port of the Prometheus metrics endpoint (GET /metrics).
     #[arg(long, env = "INFERD_METRICS_PORT", default_value_t = 8002)]
@@ -92,6 +109,12 @@ pub struct ServeArgs {
     trace_sample_ratio: f64,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DefaultBackend {
+    Tract,
+    Onnxruntime,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ControlArg {
     None,
@@ -148,9 +171,18 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
     if mode != ControlMode::Explicit && !args.load_models.is_empty() {
         return Err("--load-model needs --model-control-mode explicit (the other modes load the whole repository)".into());
     }
-    let runtime = Arc::new(
-        Runtime::new(&args.model_repository, vec![Arc::new(TractBackend)]).with_control_mode(mode),
-    );
+    let onnxruntime: Arc<dyn Backend> = Arc::new(OnnxRuntimeBackend::new(
+        args.onnxruntime_lib
+            .clone()
+            .unwrap_or_else(OnnxRuntimeBackend::default_library),
+    ));
+    let tract: Arc<dyn Backend> = Arc::new(TractBackend);
+    // The first backend that recognises a model's files runs it, unless its config names one.
+    let backends = match args.default_backend {
+        DefaultBackend::Tract => vec![tract, onnxruntime],
+        DefaultBackend::Onnxruntime => vec![onnxruntime, tract],
+    };
+    let runtime = Arc::new(Runtime::new(&args.model_repository, backends).with_control_mode(mode));
     let bind = |port: u16| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)

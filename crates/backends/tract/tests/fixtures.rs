@@ -1,70 +1,14 @@
 //! The tract backend against the committed fixtures and onnxruntime's expected outputs.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+#[path = "../../../../tests/support/expected.rs"]
+mod expected;
 
+use expected::{Expected, as_f64, fixtures, number};
 use inferd_backend_tract::TractBackend;
-use inferd_core::{Backend, BackendError, DataType, ModelConfig, Tensor, TensorData};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Expected {
-    inputs: BTreeMap<String, JsonTensor>,
-    outputs: BTreeMap<String, JsonTensor>,
-}
-
-#[derive(Deserialize)]
-struct JsonTensor {
-    datatype: String,
-    shape: Vec<usize>,
-    /// Numbers, strings for BYTES; JSON has no NaN, so missing values are null.
-    data: Vec<serde_json::Value>,
-}
-
-fn number(v: &serde_json::Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
-
-impl JsonTensor {
-    /// The first `rows` rows as a tensor of the declared datatype.
-    fn rows(&self, rows: usize) -> Tensor {
-        let mut shape = self.shape.clone();
-        let per_row: usize = shape[1..].iter().product();
-        shape[0] = rows;
-        let values = &self.data[..rows * per_row];
-        let data = values.iter().map(number);
-        let data = match self.datatype.parse::<DataType>().unwrap() {
-            DataType::F32 => TensorData::F32(data.map(|v| v as f32).collect()),
-            DataType::I64 => TensorData::I64(data.map(|v| v as i64).collect()),
-            DataType::Bytes => TensorData::Bytes(
-                values
-                    .iter()
-                    .map(|v| v.as_str().unwrap().as_bytes().to_vec())
-                    .collect(),
-            ),
-            other => panic!("fixture datatype {other} not handled"),
-        };
-        Tensor::new(shape, data).unwrap()
-    }
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../tests/fixtures")
-}
-
-fn as_f64(t: &Tensor) -> Vec<f64> {
-    match t.data() {
-        TensorData::F32(v) => v.iter().map(|x| *x as f64).collect(),
-        TensorData::I64(v) => v.iter().map(|x| *x as f64).collect(),
-        other => panic!("unexpected output {:?}", other.datatype()),
-    }
-}
+use inferd_core::{Backend, BackendError, DataType, ModelConfig};
 
 fn check_model(name: &str) {
-    let expected: Expected = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(format!("expected/{name}.json"))).unwrap(),
-    )
-    .unwrap();
+    let expected = Expected::of(name);
     let dir = fixtures().join(format!("models/{name}/1"));
     let model = TractBackend.load(&dir, &ModelConfig::default()).unwrap();
     let signature = model.signature().clone();
@@ -102,11 +46,7 @@ fn check_model(name: &str) {
 /// Every model in tests/fixtures/models, so a new fixture is checked without a new test.
 #[test]
 fn every_fixture_matches_onnxruntime() {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures().join("models"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = expected::models();
     assert!(names.len() >= 11, "{names:?}");
     for name in names {
         check_model(&name);

@@ -1,9 +1,12 @@
-//! Times one model on the embedded backend in-process, single thread, for bench/ scripts.
-//! Usage: time_model <version dir> <batch> <iterations>. Prints one JSON line of microseconds.
+//! Times one model on a backend in-process, single thread, for bench/ scripts.
+//! Usage: time_model <version dir> <batch> <iterations> [tract|onnxruntime].
+//! Prints one JSON line of microseconds. ONNX Runtime comes from INFERD_ONNXRUNTIME_LIB or
+//! the default place of scripts/get_onnxruntime.py.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use inferd_backend_onnxruntime::OnnxRuntimeBackend;
 use inferd_backend_tract::TractBackend;
 use inferd_core::{Backend, DataType, ModelConfig, Tensor, TensorData};
 
@@ -15,7 +18,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let batch: usize = args.next().ok_or("batch missing")?.parse()?;
     let iterations: usize = args.next().ok_or("iterations missing")?.parse()?;
-    let model = TractBackend.load(&dir, &ModelConfig::default())?;
+    let model = match args.next().as_deref() {
+        None | Some("tract") => TractBackend.load(&dir, &ModelConfig::default())?,
+        Some("onnxruntime") => {
+            let library = std::env::var_os("INFERD_ONNXRUNTIME_LIB")
+                .map(PathBuf::from)
+                .unwrap_or_else(OnnxRuntimeBackend::default_library);
+            OnnxRuntimeBackend::new(library).load(&dir, &ModelConfig::default())?
+        }
+        Some(other) => return Err(format!("unknown backend {other}").into()),
+    };
     let inputs = || -> Result<Vec<Tensor>, String> {
         model
             .signature()

@@ -1,0 +1,158 @@
+//! The ONNX Runtime backend (`backend = "onnxruntime"`): ONNX Runtime's speed and execution
+//! providers (CPU, CUDA) behind the same trait as tract. The library is loaded at run time from
+//! a path (`scripts/get_onnxruntime.py` fetches it from the PyPI wheel), so the binary builds and
+//! runs without it and only models that ask for this backend need it.
+//!
+//! Config `[parameters]`: `intra_op_threads` (default 1: the scheduler's instances are the
+//! parallelism), `graph_optimization_level` (`disable`, `basic`, `extended`, `all`; default
+//! `all`), `execution_providers` (e.g. `"cuda:0,cpu"`; default `cpu`; CUDA that is not
+//! available falls back to CPU with a warning), `model_file` (default `model.onnx`).
+
+mod convert;
+mod options;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor};
+use ort::environment::Environment;
+use ort::session::Session;
+
+pub const DEFAULT_MODEL_FILE: &str = "model.onnx";
+
+pub struct OnnxRuntimeBackend {
+    library: PathBuf,
+    environment: OnceLock<Result<Environment, String>>,
+}
+
+impl OnnxRuntimeBackend {
+    /// A backend that loads ONNX Runtime from `library` when its first model loads.
+    pub fn new(library: impl Into<PathBuf>) -> OnnxRuntimeBackend {
+        OnnxRuntimeBackend {
+            library: library.into(),
+            environment: OnceLock::new(),
+        }
+    }
+
+    /// Where `scripts/get_onnxruntime.py` puts the library by default.
+    pub fn default_library() -> PathBuf {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"));
+        cache
+            .join("inferd")
+            .join(format!("onnxruntime-{}", ort_version()))
+            .join("libonnxruntime.so")
+    }
+
+    /// The process's ONNX Runtime environment (one per process, as ONNX Runtime requires).
+    fn environment(&self) -> Result<&Environment, String> {
+        let env = self.environment.get_or_init(|| {
+            if !self.library.is_file() {
+                return Err(format!(
+                    "the ONNX Runtime library is not at {}; fetch it with \
+                     `python3 scripts/get_onnxruntime.py` or give its path with --onnxruntime-lib",
+                    self.library.display()
+                ));
+            }
+            ort::init_from(&self.library)
+                .map_err(|e| {
+                    format!(
+                        "cannot load ONNX Runtime from {}: {e}",
+                        self.library.display()
+                    )
+                })?
+                .with_name("inferd")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        });
+        env.as_ref().map_err(Clone::clone)
+    }
+
+    fn model_path(version_dir: &Path, config: &ModelConfig) -> PathBuf {
+        version_dir.join(
+            config
+                .parameter("model_file")
+                .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_string()),
+        )
+    }
+}
+
+/// The ONNX Runtime release the `api-23` feature targets.
+fn ort_version() -> &'static str {
+    "1.23.2"
+}
+
+impl Backend for OnnxRuntimeBackend {
+    fn name(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn platform(&self) -> &'static str {
+        "onnxruntime_onnx"
+    }
+
+    fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {
+        Self::model_path(version_dir, config).is_file()
+    }
+
+    fn load(
+        &self,
+        version_dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<Box<dyn LoadedModel>, BackendError> {
+        let path = Self::model_path(version_dir, config);
+        let fail = |reason: String| BackendError::Load {
+            path: path.clone(),
+            reason,
+        };
+        let environment = self.environment().map_err(fail)?;
+        let options = options::Options::from_config(config).map_err(fail)?;
+        // A session runs one request at a time: one per instance.
+        let instances = config.instance_count.unwrap_or(1).max(1) as usize;
+        let sessions = (0..instances)
+            .map(|_| options.session(environment, &path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        let signature = sessions
+            .first()
+            .map(|s| convert::signature(&s.lock().unwrap_or_else(|e| e.into_inner())))
+            .ok_or_else(|| fail("no session".into()))?
+            .map_err(fail)?;
+        tracing::debug!(path = %path.display(), ?signature, instances, "ONNX Runtime model ready");
+        Ok(Box::new(OrtModel {
+            sessions,
+            signature,
+        }))
+    }
+}
+
+struct OrtModel {
+    sessions: Vec<Mutex<Session>>,
+    signature: ModelSignature,
+}
+
+impl OrtModel {
+    /// A free session, or the first one to wait for when all are busy.
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        for session in &self.sessions {
+            if let Ok(guard) = session.try_lock() {
+                return guard;
+            }
+        }
+        self.sessions[0].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl LoadedModel for OrtModel {
+    fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let mut session = self.session();
+        convert::run(&mut session, &self.signature, &inputs).map_err(BackendError::Inference)
+    }
+}
