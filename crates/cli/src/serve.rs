@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use inferd_backend_onnxruntime::OnnxRuntimeBackend;
+use inferd_backend_python::PythonBackend;
 use inferd_backend_tract::TractBackend;
 use inferd_core::Backend;
 use inferd_runtime::{ControlMode, Runtime};
@@ -46,6 +47,11 @@ pub struct ServeArgs {
     /// (fetch it with `python3 scripts/get_onnxruntime.py`). Default: where that script puts it.
     #[arg(long, env = "INFERD_ONNXRUNTIME_LIB", value_name = "PATH")]
     onnxruntime_lib: Option<PathBuf>,
+
+    /// Python interpreter of the Python backend's workers, unless a model's config names its
+    /// own (`[parameters] python = ".../venv/bin/python"`); it needs numpy.
+    #[arg(long, env = "INFERD_PYTHON", default_value = "python3")]
+    python: PathBuf,
 
     /// Port of the Prometheus metrics endpoint (GET /metrics).
     #[arg(long, env = "INFERD_METRICS_PORT", default_value_t = 8002)]
@@ -178,9 +184,10 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
     ));
     let tract: Arc<dyn Backend> = Arc::new(TractBackend);
     // The first backend that recognises a model's files runs it, unless its config names one.
+    let python: Arc<dyn Backend> = Arc::new(PythonBackend::new(args.python.clone()));
     let backends = match args.default_backend {
-        DefaultBackend::Tract => vec![tract, onnxruntime],
-        DefaultBackend::Onnxruntime => vec![onnxruntime, tract],
+        DefaultBackend::Tract => vec![tract, onnxruntime, python],
+        DefaultBackend::Onnxruntime => vec![onnxruntime, tract, python],
     };
     let runtime = Arc::new(Runtime::new(&args.model_repository, backends).with_control_mode(mode));
     let bind = |port: u16| async move {

@@ -1,0 +1,111 @@
+"""The Python backend: a hand-written model.py and a pickled scikit-learn pipeline, each in its
+own worker process; a worker killed mid-request fails that request only, and is restarted."""
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import FIXTURES, Server, as_array, expected
+
+
+@pytest.fixture(scope="module")
+def py_server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("py")
+    for name in ("doubler", "sk_pipeline"):
+        shutil.copytree(FIXTURES / "python" / name, repo / name)
+    srv = Server(repo, tmp_path_factory.mktemp("log") / "py.log", "--python", sys.executable)
+    yield srv
+    srv.stop()
+
+
+def doubler_input(module, values):
+    x = module.InferInput("x", list(values.shape), "FP32")
+    x.set_data_from_numpy(values)
+    return [x]
+
+
+def test_model_py_over_both_protocols(py_server):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
+    with httpclient.InferenceServerClient(url=py_server.url) as c:
+        r = c.infer("doubler", doubler_input(httpclient, x))
+        np.testing.assert_array_equal(r.as_numpy("y"), 2 * x)
+        assert r.as_numpy("rows").tolist() == [2]
+        assert c.get_model_metadata("doubler")["platform"] == "python"
+    with grpcclient.InferenceServerClient(url=py_server.grpc_url) as c:
+        r = c.infer("doubler", doubler_input(grpcclient, x))
+        np.testing.assert_array_equal(r.as_numpy("y"), 2 * x)
+
+
+def test_a_scikit_learn_pipeline_matches_predict_proba(py_server):
+    fixture = expected("py_sk_pipeline")
+    x = as_array(fixture["inputs"]["input"])
+    with httpclient.InferenceServerClient(url=py_server.url) as c:
+        meta = c.get_model_metadata("sk_pipeline")
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+        inp = httpclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        r = c.infer("sk_pipeline", [inp])
+    np.testing.assert_allclose(r.as_numpy("probabilities"), as_array(fixture["outputs"]["probabilities"]),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(r.as_numpy("label"), as_array(fixture["outputs"]["label"]))
+
+
+def test_an_exception_in_predict_is_the_requests_error(py_server):
+    with httpclient.InferenceServerClient(url=py_server.url) as c:
+        with pytest.raises(InferenceServerException, match="all inputs are zero"):
+            c.infer("doubler", doubler_input(httpclient, np.zeros((1, 3), np.float32)))
+        r = c.infer("doubler", doubler_input(httpclient, np.ones((1, 3), np.float32)))
+        assert r.as_numpy("rows").tolist() == [1]
+
+
+def workers(srv, model):
+    """PIDs of the server's worker processes serving `model`."""
+    pids = []
+    for child in os.listdir("/proc"):
+        if not child.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{child}/stat").read()
+            cmdline = open(f"/proc/{child}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == srv.proc.pid and any(arg.endswith(f"/{model}/1".encode()) for arg in cmdline):
+            pids.append(int(child))
+    return pids
+
+
+def test_a_killed_worker_fails_its_request_and_is_restarted(py_server):
+    [pid] = workers(py_server, "doubler")
+    outcome = {}
+
+    def slow():
+        with httpclient.InferenceServerClient(url=py_server.url, network_timeout=60) as c:
+            try:
+                c.infer("doubler", doubler_input(httpclient, -np.ones((1, 3), np.float32)))
+                outcome["result"] = "answered"
+            except InferenceServerException as e:
+                outcome["result"] = str(e)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(1.0)  # the worker is sleeping inside predict()
+    os.kill(pid, signal.SIGKILL)
+    t.join(30)
+    assert "worker died" in outcome["result"] and "restarted" in outcome["result"], outcome
+    with httpclient.InferenceServerClient(url=py_server.url) as c:
+        for _ in range(3):
+            r = c.infer("doubler", doubler_input(httpclient, np.ones((2, 3), np.float32)))
+            assert r.as_numpy("rows").tolist() == [2]
+        assert c.is_server_live() and c.is_model_ready("sk_pipeline")
+    [new_pid] = workers(py_server, "doubler")
+    assert new_pid != pid
