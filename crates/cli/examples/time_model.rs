@@ -1,5 +1,5 @@
 //! Times one model on a backend in-process, single thread, for bench/ scripts.
-//! Usage: time_model <version dir> <batch> <iterations> [tract|onnxruntime].
+//! Usage: time_model <version dir> <batch> <iterations> [tract|onnxruntime|trees].
 //! Prints one JSON line of microseconds. ONNX Runtime comes from INFERD_ONNXRUNTIME_LIB or
 //! the default place of scripts/get_onnxruntime.py.
 
@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(OnnxRuntimeBackend::default_library);
             OnnxRuntimeBackend::new(library).load(&dir, &ModelConfig::default())?
         }
+        Some("trees") => inferd_backend_trees::TreeBackend.load(&dir, &ModelConfig::default())?,
         Some(other) => return Err(format!("unknown backend {other}").into()),
     };
     let inputs = || -> Result<Vec<Tensor>, String> {

@@ -7,6 +7,7 @@ use clap::Args;
 use inferd_backend_onnxruntime::OnnxRuntimeBackend;
 use inferd_backend_python::PythonBackend;
 use inferd_backend_tract::TractBackend;
+use inferd_backend_trees::TreeBackend;
 use inferd_core::Backend;
 use inferd_runtime::{ControlMode, Runtime};
 use inferd_server::ServerConfig;
@@ -185,9 +186,10 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
     let tract: Arc<dyn Backend> = Arc::new(TractBackend);
     // The first backend that recognises a model's files runs it, unless its config names one.
     let python: Arc<dyn Backend> = Arc::new(PythonBackend::new(args.python.clone()));
+    let trees: Arc<dyn Backend> = Arc::new(TreeBackend);
     let backends = match args.default_backend {
-        DefaultBackend::Tract => vec![tract, onnxruntime, python],
-        DefaultBackend::Onnxruntime => vec![onnxruntime, tract, python],
+        DefaultBackend::Tract => vec![tract, onnxruntime, trees, python],
+        DefaultBackend::Onnxruntime => vec![onnxruntime, tract, trees, python],
     };
     let runtime = Arc::new(Runtime::new(&args.model_repository, backends).with_control_mode(mode));
     let bind = |port: u16| async move {
