@@ -230,6 +230,9 @@ def test_a_fetched_triton_config_can_be_edited_and_sent_back(explicit_server):
     assert served["max_batch_size"] == 2 and "dynamic_batching" not in served
     with pytest.raises(InferenceServerException, match="sequence_batching"):
         http.load_model("B", config=json.dumps({"sequence_batching": {}}))
+    # A network request may not choose a program for the server to start.
+    with pytest.raises(InferenceServerException, match="may not set the 'python' interpreter"):
+        http.load_model("B", config=json.dumps({"parameters": {"python": "/bin/sh"}}))
     http.close()
     grpc.close()
 

@@ -188,8 +188,9 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
     let python: Arc<dyn Backend> = Arc::new(PythonBackend::new(args.python.clone()));
     let trees: Arc<dyn Backend> = Arc::new(TreeBackend);
     let backends = match args.default_backend {
-        DefaultBackend::Tract => vec![tract, onnxruntime, trees, python],
-        DefaultBackend::Onnxruntime => vec![onnxruntime, tract, trees, python],
+        // Python before trees: a model.py directory may also hold a .json or .txt file.
+        DefaultBackend::Tract => vec![tract, onnxruntime, python, trees],
+        DefaultBackend::Onnxruntime => vec![onnxruntime, tract, python, trees],
     };
     let runtime = Arc::new(Runtime::new(&args.model_repository, backends).with_control_mode(mode));
     let bind = |port: u16| async move {

@@ -344,6 +344,9 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
     let (result, times) = run(&*shared.model, inputs, &rows, &traces);
     match result {
         Ok(per_request) => {
+            // Counted before anyone is answered, so a client reading statistics right after
+            // its response sees its execution. Failed executions are not counted (as Triton).
+            shared.stats.execution(total_rows, &times);
             let ended = Instant::now();
             for ((reply, outputs), queue) in replies.into_iter().zip(per_request).zip(waits) {
                 let executed = Executed {
@@ -360,7 +363,6 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
             }
         }
     }
-    shared.stats.execution(total_rows, &times);
 }
 
 /// Runs one execution and splits its outputs back per request; times the three phases.

@@ -85,7 +85,7 @@ pub struct Histogram {
     bounds: &'static [f64],
     /// Per bucket, not cumulative; one more for +Inf.
     counts: Vec<AtomicU64>,
-    /// Sum of observations in millionths of the unit (ns for seconds), exact for integers.
+    /// Sum of observations in millionths of the unit (microseconds for seconds).
     sum_micro: AtomicU64,
 }
 

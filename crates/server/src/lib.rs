@@ -5,7 +5,7 @@ mod config;
 mod error;
 mod grpc;
 mod http;
-mod metrics;
+pub(crate) mod metrics;
 mod model_control;
 mod telemetry;
 mod v2;

@@ -25,7 +25,17 @@ pub fn config_override(
                     "parameter 'config' must be a string holding JSON".into(),
                 )
             })?;
-            config = Some(parse_config(&text)?);
+            let parsed = parse_config(&text)?;
+            // The interpreter is a program the server starts: only config.toml on disk or
+            // the command line may choose it, not a network request.
+            if parsed.parameters.contains_key("python") {
+                return Err(RuntimeError::InvalidInput(
+                    "parameter 'config' may not set the 'python' interpreter; set it in the \
+                     model's config.toml"
+                        .into(),
+                ));
+            }
+            config = Some(parsed);
         } else if key.starts_with("file:") {
             return Err(RuntimeError::InvalidInput(format!(
                 "parameter '{key}': model files cannot be sent in a load request; put them in the \

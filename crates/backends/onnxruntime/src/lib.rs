@@ -48,14 +48,15 @@ impl OnnxRuntimeBackend {
 
     /// The process's ONNX Runtime environment (one per process, as ONNX Runtime requires).
     fn environment(&self) -> Result<&Environment, String> {
+        // A missing file is not remembered: fetching the library fixes the next load.
+        if self.environment.get().is_none() && !self.library.is_file() {
+            return Err(format!(
+                "the ONNX Runtime library is not at {}; fetch it with \
+                 `python3 scripts/get_onnxruntime.py` or give its path with --onnxruntime-lib",
+                self.library.display()
+            ));
+        }
         let env = self.environment.get_or_init(|| {
-            if !self.library.is_file() {
-                return Err(format!(
-                    "the ONNX Runtime library is not at {}; fetch it with \
-                     `python3 scripts/get_onnxruntime.py` or give its path with --onnxruntime-lib",
-                    self.library.display()
-                ));
-            }
             ort::init_from(&self.library)
                 .map_err(|e| {
                     format!(
@@ -95,7 +96,8 @@ impl Backend for OnnxRuntimeBackend {
     }
 
     fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {
-        Self::model_path(version_dir, config).is_file()
+        let path = Self::model_path(version_dir, config);
+        path.extension().is_some_and(|e| e == "onnx") && path.is_file()
     }
 
     fn load(

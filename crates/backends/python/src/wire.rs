@@ -12,10 +12,19 @@ pub fn write_message(out: &mut impl Write, payload: &[u8]) -> std::io::Result<()
     out.flush()
 }
 
+/// Largest answer accepted from a worker; anything bigger means the stream is corrupt.
+const MAX_MESSAGE: usize = 1 << 31;
+
 pub fn read_message(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     input.read_exact(&mut len)?;
-    let mut payload = vec![0u8; u32::from_le_bytes(len) as usize];
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(std::io::Error::other(format!(
+            "the worker announced a {len}-byte message: its output is corrupt"
+        )));
+    }
+    let mut payload = vec![0u8; len];
     input.read_exact(&mut payload)?;
     Ok(payload)
 }

@@ -13,6 +13,7 @@ each element, as the binary tensor extension).
 import importlib.util
 import inspect
 import json
+import os
 import pickle
 import struct
 import sys
@@ -30,9 +31,14 @@ NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
 def read_exact(stream, n):
-    data = stream.read(n)
-    if len(data) != n:
-        raise EOFError
+    # A bytearray, so that arrays over it are writable: models may change inputs in place.
+    data = bytearray(n)
+    view, got = memoryview(data), 0
+    while got < n:
+        k = stream.readinto(view[got:])
+        if not k:
+            raise EOFError
+        got += k
     return data
 
 
@@ -152,8 +158,11 @@ def user_model(path):
 
 def main():
     version_dir = Path(sys.argv[1])
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    # Anything the model prints goes to stderr: stdout carries the protocol.
+    stdin = sys.stdin.buffer
+    # The protocol gets a descriptor of its own; fd 1 becomes stderr, so whatever the model or
+    # its native libraries print (C++ logs, subprocesses) cannot corrupt the replies.
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
         if (version_dir / "model.py").exists():

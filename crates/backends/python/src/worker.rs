@@ -2,6 +2,7 @@
 //! stdin, answering on its stdout. Killed when dropped.
 
 use std::io::{BufReader, BufWriter};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -52,6 +53,9 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Its own process group: a Ctrl-C to the server's group must not kill the workers
+            // of a server that is finishing its requests.
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 format!(

@@ -36,7 +36,8 @@ impl Backend for TractBackend {
     }
 
     fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {
-        Self::model_path(version_dir, config).is_file()
+        let path = Self::model_path(version_dir, config);
+        path.extension().is_some_and(|e| e == "onnx") && path.is_file()
     }
 
     fn load(

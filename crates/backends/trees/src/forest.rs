@@ -41,6 +41,34 @@ pub struct Tree {
     pub group: usize,
 }
 
+/// Every node reachable from the root exactly once: no cycle can make evaluation loop, and an
+/// empty tree is refused. (Children need not follow their parent: XGBoost reuses freed slots.)
+fn check_structure(nodes: &[Node]) -> Result<(), String> {
+    if nodes.is_empty() {
+        return Err("it has no nodes".into());
+    }
+    let mut seen = vec![false; nodes.len()];
+    let mut stack = vec![0u32];
+    while let Some(at) = stack.pop() {
+        let at = at as usize;
+        let Some(node) = nodes.get(at) else {
+            return Err(format!("a child index {at} is out of range"));
+        };
+        if std::mem::replace(&mut seen[at], true) {
+            return Err(format!(
+                "node {at} is reached twice (a cycle or a shared subtree)"
+            ));
+        }
+        match node {
+            Node::Leaf(_) => {}
+            Node::Numeric { left, right, .. } | Node::Categorical { left, right, .. } => {
+                stack.extend([*left, *right]);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Margins to outputs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transform {
@@ -162,7 +190,8 @@ impl PackedTree {
             let x = row[(n.meta & INDEX) as usize];
             let left = if n.meta & CATEGORICAL != 0 {
                 let set = &self.categories[n.threshold.to_bits() as usize];
-                !x.is_nan() && x >= 0.0 && {
+                // LightGBM truncates toward zero: -0.5 is category 0; NaN and negatives go right.
+                !x.is_nan() && x > -1.0 && {
                     let c = x as u32;
                     set.get((c / 32) as usize)
                         .is_some_and(|w| w >> (c % 32) & 1 == 1)
@@ -194,8 +223,13 @@ impl Forest {
         transform: Transform,
         f32_sums: bool,
     ) -> Result<Forest, String> {
-        if features > INDEX as usize {
-            return Err(format!("{features} features is more than inferd evaluates"));
+        if features == 0 || features > INDEX as usize {
+            return Err(format!(
+                "a model of {features} features cannot be evaluated"
+            ));
+        }
+        for (i, tree) in trees.iter().enumerate() {
+            check_structure(&tree.nodes).map_err(|e| format!("tree {i}: {e}"))?;
         }
         let packed = trees.iter().map(PackedTree::pack).collect();
         Ok(Forest {
@@ -241,9 +275,8 @@ impl Forest {
                 .chunks_exact(self.groups)
                 .flat_map(|row| {
                     let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let exp: Vec<f64> = row.iter().map(|m| (m - max).exp()).collect();
-                    let sum: f64 = exp.iter().sum();
-                    exp.into_iter().map(move |e| (e / sum) as f32)
+                    let sum: f64 = row.iter().map(|m| (m - max).exp()).sum();
+                    row.iter().map(move |m| ((m - max).exp() / sum) as f32)
                 })
                 .collect(),
         }

@@ -49,7 +49,9 @@ impl Backend for TreeBackend {
     }
 
     fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {
-        model_file(version_dir, config).is_some_and(|p| p.is_file())
+        model_file(version_dir, config).is_some_and(|p| {
+            p.is_file() && p.extension().is_some_and(|e| e == "json" || e == "txt")
+        })
     }
 
     fn load(

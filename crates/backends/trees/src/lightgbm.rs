@@ -39,6 +39,16 @@ pub fn parse(text: &str) -> Result<Forest, String> {
         .parse()
         .map_err(|e| format!("num_tree_per_iteration: {e}"))?;
     let objective = field(&header, "objective")?;
+    if objective.split_whitespace().any(|w| w == "sqrt") {
+        return Err(format!(
+            "objective '{objective}' (sqrt-transformed targets) is not supported yet"
+        ));
+    }
+    // Random-forest mode writes a bare `average_output` line: trees average, not add up.
+    let average = text
+        .lines()
+        .take_while(|l| !l.starts_with("Tree="))
+        .any(|l| l.trim() == "average_output");
     let mut words = objective.split_whitespace();
     let transform = match words.next().unwrap_or_default() {
         "binary" | "cross_entropy" | "xentropy" => {
@@ -74,6 +84,16 @@ pub fn parse(text: &str) -> Result<Forest, String> {
     if trees.is_empty() {
         return Err("the model has no trees".into());
     }
+    if average {
+        let iterations = (trees.len() / per_iteration.max(1)).max(1) as f64;
+        for tree in &mut trees {
+            for node in &mut tree.nodes {
+                if let Node::Leaf(v) = node {
+                    *v /= iterations;
+                }
+            }
+        }
+    }
     Forest::new(
         trees,
         features,
@@ -85,6 +105,9 @@ pub fn parse(text: &str) -> Result<Forest, String> {
 }
 
 fn tree(block: &HashMap<&str, &str>, features: usize) -> Result<Vec<Node>, String> {
+    if block.get("is_linear").is_some_and(|v| v.trim() != "0") {
+        return Err("linear trees (linear_tree=true) are not supported yet".into());
+    }
     let leaves: Vec<f64> = list(block, "leaf_value")?;
     let num_leaves: usize = field(block, "num_leaves")?
         .trim()

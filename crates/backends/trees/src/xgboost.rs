@@ -45,6 +45,12 @@ pub fn parse(json: &str) -> Result<Forest, String> {
     let param = &learner["learner_model_param"];
     let features = int(&param["num_feature"], "learner_model_param.num_feature")?;
     let groups = int(&param["num_class"], "learner_model_param.num_class")?.max(1);
+    if param
+        .get("num_target")
+        .is_some_and(|t| int(t, "num_target").is_ok_and(|t| t > 1))
+    {
+        return Err("multi-target models are not supported yet".into());
+    }
     let objective = text(&learner["objective"]["name"], "objective.name")?;
     let booster = &learner["gradient_booster"];
     let kind = text(&booster["name"], "gradient_booster.name")?;
@@ -97,6 +103,10 @@ pub fn parse(json: &str) -> Result<Forest, String> {
 }
 
 fn tree(t: &Value, features: usize) -> Result<Vec<Node>, String> {
+    let leaf_size = &t["tree_param"]["size_leaf_vector"];
+    if !leaf_size.is_null() && int(leaf_size, "size_leaf_vector")? > 1 {
+        return Err("trees with vector leaves (multi_strategy) are not supported yet".into());
+    }
     let left = numbers(t, "left_children")?;
     let right = numbers(t, "right_children")?;
     let feature = numbers(t, "split_indices")?;
@@ -145,7 +155,9 @@ fn tree(t: &Value, features: usize) -> Result<Vec<Node>, String> {
                 // XGBoost goes left when x < t; x is an f32, so that is x <= the f32 below t.
                 threshold: (value as f32).next_down() as f64,
                 missing: Missing::NanDefault,
-                default_left: default_left[i].as_i64() == Some(1),
+                // Newer versions write 0/1, older ones true/false.
+                default_left: default_left[i].as_i64() == Some(1)
+                    || default_left[i].as_bool() == Some(true),
                 left: child(&left[i])?,
                 right: child(&right[i])?,
             })

@@ -86,6 +86,15 @@ fn unsupported_models_are_refused_with_a_reason() {
         err.contains("objective 'rank:pairwise' is not supported"),
         "{err}"
     );
+    let looped = xgb.replacen("\"left_children\":[1,", "\"left_children\":[0,", 1);
+    assert_ne!(looped, xgb);
+    std::fs::write(dir.join("model.json"), looped).unwrap();
+    let err = TreeBackend
+        .load(&dir, &ModelConfig::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("reached twice"), "{err}");
     std::fs::write(dir.join("model.json"), "{\"not\": 1}").unwrap();
     let err = TreeBackend
         .load(&dir, &ModelConfig::default())

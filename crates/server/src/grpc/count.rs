@@ -30,6 +30,33 @@ impl<S> tower_layer::Layer<S> for CountLayer {
     }
 }
 
+/// The RPC name for the label; any other path is "unknown", so clients cannot grow the label
+/// set without bound.
+fn known_method(path: &str) -> &'static str {
+    const METHODS: &[&str] = &[
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+        "ModelStreamInfer",
+        "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
+        "Check",
+        "Watch",
+    ];
+    let name = path.rsplit('/').next().unwrap_or_default();
+    METHODS
+        .iter()
+        .find(|m| **m == name)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 #[derive(Clone)]
 pub struct Count<S> {
     inner: S,
@@ -54,13 +81,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let method = known_method(request.uri().path());
         let metrics = Arc::clone(&self.metrics);
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -71,7 +92,7 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .map_or(tonic::Code::Ok, tonic::Code::from);
-            metrics.grpc_request(&method, code);
+            metrics.grpc_request(method, code);
             Ok(response)
         })
     }

@@ -14,6 +14,7 @@ use super::{convert, model_config, pb, statistics};
 use crate::Telemetry;
 use crate::config::{self, ServerConfig};
 use crate::error::grpc_status;
+use crate::metrics::code_name;
 use crate::model_control::{LoadParameter, config_override};
 use crate::telemetry::{self, Metadata};
 
@@ -61,11 +62,13 @@ async fn infer(
         .instrument(span.clone())
         .await;
     let _entered = span.enter();
-    let (code, version) = match &result {
-        Ok(response) => (tonic::Code::Ok, response.model_version.as_str()),
-        Err(status) => (status.code(), ""),
-    };
-    telemetry.access(&id, &name, version, &format!("{code:?}"), started.elapsed());
+    if telemetry.access_log() {
+        let (code, version) = match &result {
+            Ok(response) => (tonic::Code::Ok, response.model_version.as_str()),
+            Err(status) => (status.code(), ""),
+        };
+        telemetry.access(&id, &name, version, code_name(code), started.elapsed());
+    }
     result
 }
 

@@ -94,7 +94,7 @@ async fn count(
     let method = request.method().clone();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    metrics.http_request(method.as_str(), route, response.status().as_u16());
+    metrics.http_request(method.as_str(), route, response.status());
     response
 }
 

@@ -64,15 +64,15 @@ impl Metrics {
         }
     }
 
-    pub fn http_request(&self, method: &str, route: &str, status: u16) {
+    pub fn http_request(&self, method: &str, route: &str, status: axum::http::StatusCode) {
         self.http_requests
-            .with_label_values(&[method, route, &status.to_string()])
+            .with_label_values(&[method, route, status.as_str()])
             .inc();
     }
 
     pub fn grpc_request(&self, method: &str, code: tonic::Code) {
         self.grpc_requests
-            .with_label_values(&[method, &format!("{code:?}")])
+            .with_label_values(&[method, code_name(code)])
             .inc();
     }
 
@@ -83,6 +83,30 @@ impl Metrics {
             tracing::error!("cannot encode metrics: {e}");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// gRPC status names as the label values (no formatting per request).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
     }
 }
 
