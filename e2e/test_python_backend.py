@@ -22,6 +22,8 @@ def py_server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("py")
     for name in ("doubler", "sk_pipeline"):
         shutil.copytree(FIXTURES / "python" / name, repo / name)
+    # A second copy, for the crash-loop test: its deaths must not count against doubler's.
+    shutil.copytree(FIXTURES / "python" / "doubler", repo / "crasher")
     srv = Server(repo, tmp_path_factory.mktemp("log") / "py.log", "--python", sys.executable)
     yield srv
     srv.stop()
@@ -109,3 +111,21 @@ def test_a_killed_worker_fails_its_request_and_is_restarted(py_server):
         assert c.is_server_live() and c.is_model_ready("sk_pipeline")
     [new_pid] = workers(py_server, "doubler")
     assert new_pid != pid
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_back_off(py_server):
+    crash = np.full((1, 3), -2, np.float32)
+    messages = []
+    with httpclient.InferenceServerClient(url=py_server.url) as c:
+        for _ in range(4):
+            with pytest.raises(InferenceServerException) as e:
+                c.infer("crasher", doubler_input(httpclient, crash))
+            messages.append(str(e.value))
+        # The first death restarts at once; then the worker waits instead of restarting for
+        # every request that kills it.
+        assert "it was restarted" in messages[0], messages
+        assert any("the next restart is in" in m for m in messages[1:]), messages
+        time.sleep(2.5)
+        r = c.infer("crasher", doubler_input(httpclient, np.ones((1, 3), np.float32)))
+        assert r.as_numpy("rows").tolist() == [1]
+        assert c.is_server_live()

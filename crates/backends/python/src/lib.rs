@@ -14,6 +14,7 @@ mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use inferd_core::{
     Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor, TensorSpec,
@@ -68,7 +69,11 @@ impl Backend for PythonBackend {
         for _ in 0..instances {
             let (worker, signature) = Worker::start(&python, version_dir).map_err(fail)?;
             declared = signature;
-            workers.push(Mutex::new(Some(worker)));
+            workers.push(Mutex::new(Slot {
+                worker: Some(worker),
+                crashes: 0,
+                started: Some(Instant::now()),
+            }));
         }
         let signature = signature(config, declared).map_err(fail)?;
         tracing::debug!(dir = %version_dir.display(), ?signature, instances, "Python model ready");
@@ -120,28 +125,71 @@ fn signature(
 }
 
 struct PythonModel {
-    /// `None` after a worker died and could not be restarted yet.
-    workers: Vec<Mutex<Option<Worker>>>,
+    workers: Vec<Mutex<Slot>>,
     python: PathBuf,
     version_dir: PathBuf,
     signature: ModelSignature,
 }
 
+/// One instance's worker, and how soon it may be started again.
+#[derive(Default)]
+struct Slot {
+    /// `None` after the worker died, until it is restarted.
+    worker: Option<Worker>,
+    /// Deaths in a row shortly after a start; each doubles the wait before the next start.
+    crashes: u32,
+    started: Option<Instant>,
+}
+
+/// A worker that lives this long is healthy: its next death restarts it at once.
+const HEALTHY: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Slot {
+    /// Starts a worker unless one that kept dying must wait (crash-loop back-off: a model that
+    /// kills its interpreter on every request must not make the server restart Python for
+    /// each of them).
+    fn ensure(&mut self, model: &PythonModel) -> Result<&mut Worker, String> {
+        if self.worker.is_none() {
+            // The first death restarts at once; from the second in a row the wait doubles.
+            if self.crashes > 1
+                && let Some(started) = self.started
+            {
+                let wait = (Duration::from_secs(1) * 2u32.saturating_pow(self.crashes - 2))
+                    .min(MAX_BACKOFF);
+                if started.elapsed() < wait {
+                    return Err(format!(
+                        "the Python worker died {} times in a row; the next restart is in {} ms",
+                        self.crashes,
+                        (wait - started.elapsed()).as_millis()
+                    ));
+                }
+            }
+            let (worker, _) = Worker::start(&model.python, &model.version_dir)?;
+            tracing::info!(dir = %model.version_dir.display(), pid = worker.pid(), "Python worker started");
+            self.started = Some(Instant::now());
+            self.worker = Some(worker);
+        }
+        self.worker
+            .as_mut()
+            .ok_or_else(|| "no Python worker".to_string())
+    }
+
+    fn died(&mut self) {
+        self.worker = None;
+        let short = self.started.is_some_and(|s| s.elapsed() < HEALTHY);
+        self.crashes = if short { self.crashes + 1 } else { 1 };
+    }
+}
+
 impl PythonModel {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Worker>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
         for worker in &self.workers {
             if let Ok(guard) = worker.try_lock() {
                 return guard;
             }
         }
         self.workers[0].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn restart(&self, slot: &mut Option<Worker>) -> Result<(), String> {
-        let (worker, _) = Worker::start(&self.python, &self.version_dir)?;
-        tracing::info!(dir = %self.version_dir.display(), pid = worker.pid(), "Python worker restarted");
-        *slot = Some(worker);
-        Ok(())
     }
 }
 
@@ -152,14 +200,9 @@ impl LoadedModel for PythonModel {
 
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let mut slot = self.slot();
-        if slot.is_none() {
-            self.restart(&mut slot).map_err(|e| {
-                BackendError::Inference(format!("the Python worker cannot be restarted: {e}"))
-            })?;
-        }
-        let Some(worker) = slot.as_mut() else {
-            return Err(BackendError::Inference("no Python worker".into()));
-        };
+        let worker = slot.ensure(self).map_err(|e| {
+            BackendError::Inference(format!("the Python worker is not running: {e}"))
+        })?;
         let named: Vec<(&str, &Tensor)> = self
             .signature
             .inputs
@@ -175,12 +218,12 @@ impl LoadedModel for PythonModel {
                 )));
             }
             Err(CallError::Died(how)) => {
-                *slot = None;
                 tracing::error!(dir = %self.version_dir.display(), "Python worker died ({how})");
-                // Restart now so the next request does not pay for it; a failure is retried then.
-                let restarted = match self.restart(&mut slot) {
-                    Ok(()) => "it was restarted".to_string(),
-                    Err(e) => format!("restarting it failed: {e}"),
+                slot.died();
+                // Restart now, so the next request does not pay for it (unless it keeps dying).
+                let restarted = match slot.ensure(self) {
+                    Ok(_) => "it was restarted".to_string(),
+                    Err(e) => format!("it was not restarted: {e}"),
                 };
                 return Err(BackendError::Inference(format!(
                     "the Python worker died ({how}) while running this request; {restarted}"
