@@ -243,6 +243,20 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The model file of a version: `[parameters] model_file`, or `default`.
+    pub fn model_path(&self, version_dir: &Path, default: &str) -> std::path::PathBuf {
+        version_dir.join(
+            self.parameter("model_file")
+                .unwrap_or_else(|| default.to_string()),
+        )
+    }
+
+    /// Whether an ONNX backend should claim the version: its model file is an existing `.onnx`.
+    pub fn has_onnx_file(&self, version_dir: &Path) -> bool {
+        let path = self.model_path(version_dir, "model.onnx");
+        path.extension().is_some_and(|e| e == "onnx") && path.is_file()
+    }
+
     /// A backend parameter as a string (TOML strings verbatim, other values as written).
     pub fn parameter(&self, key: &str) -> Option<String> {
         self.parameters.get(key).map(|v| match v {

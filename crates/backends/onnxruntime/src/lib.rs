@@ -71,14 +71,6 @@ impl OnnxRuntimeBackend {
         });
         env.as_ref().map_err(Clone::clone)
     }
-
-    fn model_path(version_dir: &Path, config: &ModelConfig) -> PathBuf {
-        version_dir.join(
-            config
-                .parameter("model_file")
-                .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_string()),
-        )
-    }
 }
 
 /// The ONNX Runtime release the `api-23` feature targets.
@@ -96,8 +88,7 @@ impl Backend for OnnxRuntimeBackend {
     }
 
     fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {
-        let path = Self::model_path(version_dir, config);
-        path.extension().is_some_and(|e| e == "onnx") && path.is_file()
+        config.has_onnx_file(version_dir)
     }
 
     fn load(
@@ -105,7 +96,7 @@ impl Backend for OnnxRuntimeBackend {
         version_dir: &Path,
         config: &ModelConfig,
     ) -> Result<Box<dyn LoadedModel>, BackendError> {
-        let path = Self::model_path(version_dir, config);
+        let path = config.model_path(version_dir, DEFAULT_MODEL_FILE);
         let fail = |reason: String| BackendError::Load {
             path: path.clone(),
             reason,

@@ -5,7 +5,7 @@ mod ops;
 mod signature;
 mod zipmap;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor};
@@ -17,15 +17,6 @@ pub const DEFAULT_MODEL_FILE: &str = "model.onnx";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TractBackend;
 
-impl TractBackend {
-    fn model_path(version_dir: &Path, config: &ModelConfig) -> PathBuf {
-        let file = config
-            .parameter("model_file")
-            .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_string());
-        version_dir.join(file)
-    }
-}
-
 impl Backend for TractBackend {
     fn name(&self) -> &'static str {
         "tract"
@@ -36,8 +27,7 @@ impl Backend for TractBackend {
     }
 
     fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {
-        let path = Self::model_path(version_dir, config);
-        path.extension().is_some_and(|e| e == "onnx") && path.is_file()
+        config.has_onnx_file(version_dir)
     }
 
     fn load(
@@ -45,7 +35,7 @@ impl Backend for TractBackend {
         version_dir: &Path,
         config: &ModelConfig,
     ) -> Result<Box<dyn LoadedModel>, BackendError> {
-        let path = Self::model_path(version_dir, config);
+        let path = config.model_path(version_dir, DEFAULT_MODEL_FILE);
         let fail = |reason: String| BackendError::Load {
             path: path.clone(),
             reason,
