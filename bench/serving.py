@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Serving throughput side by side, in one run, with one client (perf_analyzer 2.51):
 
-  1. inferd on the iris logistic model and a compute-bound MLP (256->1024->1024->10, dynamic batch),
-     batching on and off, HTTP and gRPC, at several concurrencies;
-  2. the raw embedded backend in-process (no server) on the MLP at batch 1 and batch 64:
-     the rows/s inferd can approach;
+  1. inferd on the iris logistic model and two MLPs (dynamic batch): 256->1024->1024->10, whose
+     5 MB of weights stay in cache so batch 1 is already efficient on this CPU, and
+     1024->4096->4096->10 (84 MB: batch 1 streams the weights from memory; 2 instances, 2 ms
+     queue delay in both its variants), batching on and off, HTTP and gRPC, several
+     concurrencies;
+  2. the raw embedded backend in-process (no server, one thread) on each MLP at batch 1, 32
+     and 64: the rows/s inferd can approach;
   3. peers on the same iris model when --peers is given and they are installed (see BENCH.md).
 
 Prints a markdown table: infer/s, p50 and p99 (us) per configuration and concurrency.
@@ -36,11 +39,21 @@ INFERD = ROOT / "target" / "release" / "inferd"
 TIMER = ROOT / "target" / "release" / "examples" / "time_model"
 
 
-def repository(path):
-    models = {"mlp": mlp_model().SerializeToString(),
-              "iris": (ROOT / "tests/fixtures/models/iris_logreg/1/model.onnx").read_bytes()}
+# The MLPs: the issue's 256-1024-1024-10 (5 MB, cache-resident: batch 1 is already efficient on
+# this CPU) and a 1024-4096-4096-10 (84 MB: batch 1 streams the weights from memory, batching
+# amortises that), which gets a 2 ms queue delay, small next to its 15 ms batches.
+MLPS = {"mlp": (256, 1024, 1024, 10), "mlp_large": (1024, 4096, 4096, 10)}
+BATCH_CONFIG = {"mlp_large": "instance_count = 2\n[dynamic_batching]\nmax_queue_delay_us = 2000\n"}
+NOBATCH_CONFIG = {"mlp_large": "instance_count = 2\n"}
+
+
+def repository(path, names):
+    models = {name: mlp_model(dims).SerializeToString() for name, dims in MLPS.items() if name in names}
+    if "iris" in names:
+        models["iris"] = (ROOT / "tests/fixtures/models/iris_logreg/1/model.onnx").read_bytes()
     for name, data in models.items():
-        for variant, config in [("batch", ""), ("nobatch", "[dynamic_batching]\nenabled = false\n")]:
+        for variant, config in [("batch", BATCH_CONFIG.get(name, "")),
+                                ("nobatch", NOBATCH_CONFIG.get(name, "") + "[dynamic_batching]\nenabled = false\n")]:
             d = path / f"{name}_{variant}"
             (d / "1").mkdir(parents=True)
             (d / "1" / "model.onnx").write_bytes(data)
@@ -85,12 +98,12 @@ def perf(model, url, protocol, concurrency, extra=()):
         return float(row["Inferences/Second"]), int(row["p50 latency"]), int(row["p99 latency"])
 
 
-def raw_backend(model_bytes):
+def raw_backend(model_bytes, iterations):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.onnx").write_bytes(model_bytes)
         out = {}
-        for batch in (1, 64):
-            t = json.loads(subprocess.check_output([str(TIMER), tmp, str(batch), "300"]))
+        for batch in (1, 32, 64):
+            t = json.loads(subprocess.check_output([str(TIMER), tmp, str(batch), str(iterations)]))
             out[batch] = batch / t["median_us"] * 1e6
         return out
 
@@ -124,20 +137,22 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--peers", action="store_true", help="also Triton and MLServer (bench/peers/setup.sh first)")
+    parser.add_argument("--models", default="iris,mlp,mlp_large")
     args = parser.parse_args()
+    names = args.models.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
     for tool in (INFERD, TIMER, TOOLS / "perf_analyzer"):
         if not tool.exists():
             raise SystemExit(f"missing {tool}: see this script's docstring")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        repo = repository(Path(tmp) / "repo")
+        repo = repository(Path(tmp) / "repo", names)
         http, grpc = free_ports(2)
         server = subprocess.Popen([str(INFERD), "serve", "--model-repository", str(repo), "--http-port", str(http),
                                    "--grpc-port", str(grpc), "--metrics-port", str(free_ports(1)[0])], stderr=subprocess.DEVNULL)
         try:
             wait_ready(f"127.0.0.1:{http}")
-            for model in ("iris", "mlp"):
+            for model in names:
                 for variant in ("batch", "nobatch"):
                     for protocol, port in (("http", http), ("grpc", grpc)):
                         for c in levels:
@@ -149,7 +164,8 @@ def main():
             server.wait(20)
     if args.peers:
         rows += peers(levels)
-    raw = raw_backend(mlp_model().SerializeToString())
+    raw = {name: raw_backend(mlp_model(dims).SerializeToString(), 300 if name == "mlp" else 30)
+           for name, dims in MLPS.items() if name in names}
     print()
     print("| server / model | protocol | concurrency | infer/s | p50 us | p99 us |")
     print("|---|---|---|---|---|---|")
@@ -159,15 +175,21 @@ def main():
         else:
             print(f"| {name} | {protocol} | {c} | failed | | |")
     print()
-    print(f"raw embedded backend, MLP in-process, one thread: {raw[1]:.0f} rows/s at batch 1, {raw[64]:.0f} rows/s at batch 64")
+    for name, r in raw.items():
+        print(f"raw embedded backend, {name} {MLPS[name]} in-process, one thread: "
+              + ", ".join(f"{v:.0f} rows/s at batch {b}" for b, v in r.items()))
     best = {}
     for name, protocol, c, r in rows:
         if r:
             best[(name, protocol, c)] = r[0]
-    for protocol in ("http", "grpc"):
-        on, off = best.get(("inferd mlp batching on", protocol, 32)), best.get(("inferd mlp batching off", protocol, 32))
-        if on and off:
-            print(f"MLP c=32 {protocol}: batching on/off = {on / off:.2f}x; on / raw batch-64 rows/s = {on / raw[64]:.0%}")
+    for name, r in raw.items():
+        top = max(r[32], r[64])
+        for protocol in ("http", "grpc"):
+            on = best.get((f"inferd {name} batching on", protocol, 32))
+            off = best.get((f"inferd {name} batching off", protocol, 32))
+            if on and off:
+                print(f"{name} c=32 {protocol}: batching on/off = {on / off:.2f}x; "
+                      f"on / raw best batched rows/s = {on / top:.0%}")
     peak = {}
     for (name, protocol, _), value in best.items():
         if "iris" in name and "batching off" not in name:

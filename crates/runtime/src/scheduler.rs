@@ -59,13 +59,26 @@ struct Pending {
     trace: Option<(Span, Span)>,
 }
 
-#[derive(Default)]
 struct State {
     /// Ordered by (priority level, arrival): the first entry is the most urgent, oldest request.
     queue: BTreeMap<(u32, u64), Pending>,
     next_seq: u64,
     busy: usize,
     stopped: bool,
+    /// Rows per execution lately (moving average): the load the batcher expects.
+    typical_rows: f64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            busy: 0,
+            stopped: false,
+            typical_rows: 1.0,
+        }
+    }
 }
 
 struct Shared {
@@ -299,13 +312,16 @@ fn worker(shared: &Shared) {
                     state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
                     continue;
                 };
-                // Wait for more only while other instances are busy (more requests are coming)
-                // and the oldest request's delay allows; an idle server answers at once.
+                // Wait for more, within the oldest request's delay, only when more are coming:
+                // another instance is busy, or recent batches were bigger than what is queued
+                // (clients of the last batch are sending their next requests). A lone client
+                // is answered at once.
                 let full =
                     rows >= policy.max_batch_size || policy.preferred_batch_sizes.contains(&rows);
                 let ready_at = first.enqueued + policy.max_queue_delay;
                 let now = Instant::now();
-                if policy.batching && !full && state.busy > 0 && ready_at > now {
+                let coming = state.busy > 0 || (rows as f64) < state.typical_rows - 0.5;
+                if policy.batching && !full && coming && ready_at > now {
                     let wait = first.deadline.map_or(ready_at, |d| d.min(ready_at)) - now;
                     state = shared
                         .work
@@ -315,6 +331,7 @@ fn worker(shared: &Shared) {
                     continue;
                 }
                 state.busy += 1;
+                state.typical_rows = 0.8 * state.typical_rows + 0.2 * rows as f64;
                 break keys.iter().filter_map(|k| state.queue.remove(k)).collect();
             }
         };
