@@ -67,6 +67,8 @@ struct State {
     stopped: bool,
     /// Rows per execution lately (moving average): the load the batcher expects.
     typical_rows: f64,
+    /// Time per execution lately (moving average).
+    typical_execution: Duration,
 }
 
 impl Default for State {
@@ -77,6 +79,7 @@ impl Default for State {
             busy: 0,
             stopped: false,
             typical_rows: 1.0,
+            typical_execution: Duration::ZERO,
         }
     }
 }
@@ -314,13 +317,16 @@ fn worker(shared: &Shared) {
                 };
                 // Wait for more, within the oldest request's delay, only when more are coming:
                 // another instance is busy, or recent batches were bigger than what is queued
-                // (clients of the last batch are sending their next requests). A lone client
-                // is answered at once.
+                // (clients of the last batch are sending their next requests) and an execution
+                // takes longer than the wait (for a model faster than the delay, waiting costs
+                // more than running twice). A lone client is answered at once.
                 let full =
                     rows >= policy.max_batch_size || policy.preferred_batch_sizes.contains(&rows);
                 let ready_at = first.enqueued + policy.max_queue_delay;
                 let now = Instant::now();
-                let coming = state.busy > 0 || (rows as f64) < state.typical_rows - 0.5;
+                let coming = state.busy > 0
+                    || ((rows as f64) < state.typical_rows - 0.5
+                        && state.typical_execution > policy.max_queue_delay);
                 if policy.batching && !full && coming && ready_at > now {
                     let wait = first.deadline.map_or(ready_at, |d| d.min(ready_at)) - now;
                     state = shared
@@ -335,8 +341,13 @@ fn worker(shared: &Shared) {
                 break keys.iter().filter_map(|k| state.queue.remove(k)).collect();
             }
         };
+        let started = Instant::now();
         execute(shared, batch);
-        shared.lock().busy -= 1;
+        let took = started.elapsed();
+        let mut state = shared.lock();
+        state.busy -= 1;
+        state.typical_execution = (state.typical_execution * 4 + took) / 5;
+        drop(state);
         // Another worker may have been waiting for this one to finish before batching.
         shared.work.notify_one();
     }
