@@ -5,6 +5,7 @@ mod backend;
 mod config;
 mod datatype;
 mod error;
+mod instances;
 mod tensor;
 
 pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
@@ -17,6 +18,7 @@ pub use datatype::DataType;
 /// `tracing` target of the spans exported as traces; only requests that are sampled get them.
 pub const TRACE_TARGET: &str = "inferd::trace";
 pub use error::{BackendError, ConfigError, ConfigText};
+pub use instances::Instances;
 pub use tensor::{
     NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,
 };

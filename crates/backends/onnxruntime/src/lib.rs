@@ -12,9 +12,11 @@ mod convert;
 mod options;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor};
+use inferd_core::{
+    Backend, BackendError, Instances, LoadedModel, ModelConfig, ModelSignature, Tensor,
+};
 use ort::environment::Environment;
 use ort::session::Session;
 
@@ -106,14 +108,11 @@ impl Backend for OnnxRuntimeBackend {
         // A session runs one request at a time: one per instance.
         let instances = config.instance_count.unwrap_or(1).max(1) as usize;
         let sessions = (0..instances)
-            .map(|_| options.session(environment, &path).map(Mutex::new))
+            .map(|_| options.session(environment, &path))
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail)?;
-        let signature = sessions
-            .first()
-            .map(|s| convert::signature(&s.lock().unwrap_or_else(|e| e.into_inner())))
-            .ok_or_else(|| fail("no session".into()))?
-            .map_err(fail)?;
+        let sessions = Instances::new(sessions).ok_or_else(|| fail("no session".into()))?;
+        let signature = convert::signature(&sessions.take()).map_err(fail)?;
         tracing::debug!(path = %path.display(), ?signature, instances, "ONNX Runtime model ready");
         Ok(Box::new(OrtModel {
             sessions,
@@ -123,20 +122,8 @@ impl Backend for OnnxRuntimeBackend {
 }
 
 struct OrtModel {
-    sessions: Vec<Mutex<Session>>,
+    sessions: Instances<Session>,
     signature: ModelSignature,
-}
-
-impl OrtModel {
-    /// A free session, or the first one to wait for when all are busy.
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        for session in &self.sessions {
-            if let Ok(guard) = session.try_lock() {
-                return guard;
-            }
-        }
-        self.sessions[0].lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl LoadedModel for OrtModel {
@@ -145,7 +132,7 @@ impl LoadedModel for OrtModel {
     }
 
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
-        let mut session = self.session();
+        let mut session = self.sessions.take();
         convert::run(&mut session, &self.signature, &inputs).map_err(BackendError::Inference)
     }
 }

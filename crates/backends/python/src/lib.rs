@@ -13,11 +13,10 @@ mod wire;
 mod worker;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use inferd_core::{
-    Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor, TensorSpec,
+    Backend, BackendError, Instances, LoadedModel, ModelConfig, ModelSignature, Tensor, TensorSpec,
 };
 
 use worker::{CallError, Worker};
@@ -69,12 +68,13 @@ impl Backend for PythonBackend {
         for _ in 0..instances {
             let (worker, signature) = Worker::start(&python, version_dir).map_err(fail)?;
             declared = signature;
-            workers.push(Mutex::new(Slot {
+            workers.push(Slot {
                 worker: Some(worker),
                 crashes: 0,
                 started: Some(Instant::now()),
-            }));
+            });
         }
+        let workers = Instances::new(workers).ok_or_else(|| fail("no worker".into()))?;
         let signature = signature(config, declared).map_err(fail)?;
         tracing::debug!(dir = %version_dir.display(), ?signature, instances, "Python model ready");
         Ok(Box::new(PythonModel {
@@ -125,7 +125,7 @@ fn signature(
 }
 
 struct PythonModel {
-    workers: Vec<Mutex<Slot>>,
+    workers: Instances<Slot>,
     python: PathBuf,
     version_dir: PathBuf,
     signature: ModelSignature,
@@ -182,24 +182,13 @@ impl Slot {
     }
 }
 
-impl PythonModel {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
-        for worker in &self.workers {
-            if let Ok(guard) = worker.try_lock() {
-                return guard;
-            }
-        }
-        self.workers[0].lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl LoadedModel for PythonModel {
     fn signature(&self) -> &ModelSignature {
         &self.signature
     }
 
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
-        let mut slot = self.slot();
+        let mut slot = self.workers.take();
         let worker = slot.ensure(self).map_err(|e| {
             BackendError::Inference(format!("the Python worker is not running: {e}"))
         })?;
