@@ -6,8 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = protox::compile(["grpc_service.proto"], [proto_dir])?;
     tonic_prost_build::configure()
         .build_client(false)
-        // Tensor bytes decode into refcounted buffers instead of fresh Vecs.
+        // Tensor bytes decode into refcounted slices of the message, and answers are encoded
+        // from the backend's own buffers.
         .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
         .compile_fds(files)?;
     Ok(())
 }

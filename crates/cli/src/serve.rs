@@ -192,7 +192,12 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         DefaultBackend::Tract => vec![tract, onnxruntime, python, trees],
         DefaultBackend::Onnxruntime => vec![onnxruntime, tract, python, trees],
     };
-    let runtime = Arc::new(Runtime::new(&args.model_repository, backends).with_control_mode(mode));
+    let access = Arc::new(inferd_server::AccessLog::new(args.access_log));
+    let runtime = Arc::new(
+        Runtime::new(&args.model_repository, backends)
+            .with_control_mode(mode)
+            .with_observer(Arc::clone(&access) as Arc<dyn inferd_runtime::Observer>),
+    );
     let bind = |port: u16| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)
@@ -213,7 +218,7 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
     let telemetry = Arc::new(inferd_server::Telemetry::new(
         args.otlp_endpoint.is_some(),
         args.trace_sample_ratio,
-        args.access_log,
+        access,
         Some(logging as Arc<dyn inferd_server::LogControl>),
     ));
     let app = inferd_server::router(

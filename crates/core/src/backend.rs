@@ -46,4 +46,18 @@ pub trait LoadedModel: Send + Sync {
     /// Runs the model. `inputs` follow `signature().inputs` in order and already match their
     /// datatypes and shapes; the result follows `signature().outputs`.
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+
+    /// Checks one request's inputs (in signature order, datatypes and shapes already checked)
+    /// for what only the backend knows, e.g. BYTES that must be UTF-8 text. Runs before the
+    /// request is queued, so a bad request is refused alone instead of failing a batch.
+    fn check_inputs(&self, _inputs: &[Tensor]) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether a call may run on the requesting thread when an instance is idle: true for
+    /// in-process computation, false for calls that wait on something outside the process (a
+    /// worker, a device), which must never hold an async worker thread.
+    fn may_run_inline(&self) -> bool {
+        true
+    }
 }

@@ -20,5 +20,5 @@ pub const TRACE_TARGET: &str = "inferd::trace";
 pub use error::{BackendError, ConfigError, ConfigText};
 pub use instances::Instances;
 pub use tensor::{
-    NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,
+    Element, NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,
 };

@@ -5,10 +5,22 @@ pub enum ErrorKind {
     InvalidArgument,
     /// No such model or version.
     NotFound,
-    /// The model exists but cannot serve now (not loaded, failed to load, shutting down).
+    /// The model exists but cannot serve now (not loaded, failed to load, queue full,
+    /// shutting down).
     Unavailable,
+    /// The request is larger than the server accepts.
+    TooLarge,
     /// The server or the model failed.
     Internal,
+}
+
+/// Why a model could not be loaded: what the user can fix, or what the server failed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadFault {
+    /// The model's files or config (a user's fix).
+    Model,
+    /// The server (a crashed load, no threads): retrying may work.
+    Server,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +42,11 @@ pub enum RuntimeError {
     #[error("{0}")]
     ModelControl(String),
     #[error("failed to load model '{model}': {reason}")]
-    LoadFailed { model: String, reason: String },
+    LoadFailed {
+        model: String,
+        reason: String,
+        fault: LoadFault,
+    },
     #[error("model '{model}' version {version} failed: {message}")]
     Inference {
         model: String,
@@ -42,9 +58,13 @@ pub enum RuntimeError {
 impl RuntimeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            RuntimeError::InvalidInput(_)
-            | RuntimeError::ModelControl(_)
-            | RuntimeError::LoadFailed { .. } => ErrorKind::InvalidArgument,
+            RuntimeError::InvalidInput(_) | RuntimeError::ModelControl(_) => {
+                ErrorKind::InvalidArgument
+            }
+            RuntimeError::LoadFailed { fault, .. } => match fault {
+                LoadFault::Model => ErrorKind::InvalidArgument,
+                LoadFault::Server => ErrorKind::Internal,
+            },
             RuntimeError::UnknownModel(_) | RuntimeError::UnknownVersion { .. } => {
                 ErrorKind::NotFound
             }

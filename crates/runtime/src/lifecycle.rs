@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use inferd_core::{LoadedModel, ModelConfig};
 
-use crate::registry::{ControlMode, ModelState, Runtime, VersionSlot};
+use crate::loader::LoadError;
+use crate::registry::{ControlMode, Fingerprint, Problem, Runtime, Update, VersionState};
 use crate::{ModelSpec, RuntimeError, ServedModel, fingerprint, loader, memory, repository};
 
 /// What set a load off; decides whether its failure counts against server readiness.
@@ -38,7 +39,7 @@ enum Plan {
     },
 }
 
-type Outcome = (u64, Result<ServedModel, String>);
+type Outcome = (u64, Result<ServedModel, LoadError>);
 
 impl Runtime {
     /// Loads every model of the repository, in parallel. A model that fails is recorded with its
@@ -100,10 +101,11 @@ impl Runtime {
         let (runtime, model) = (Arc::clone(self), name.to_string());
         tokio::spawn(async move { runtime.sync(&model, config, Trigger::Api).await })
             .await
-            .unwrap_or_else(|e| Err(format!("the load task crashed: {e}")))
-            .map_err(|reason| RuntimeError::LoadFailed {
+            .unwrap_or_else(|e| Err(LoadError::server(format!("the load task crashed: {e}"))))
+            .map_err(|e| RuntimeError::LoadFailed {
                 model: name.to_string(),
-                reason,
+                reason: e.reason,
+                fault: e.fault,
             })
     }
 
@@ -122,11 +124,7 @@ impl Runtime {
             if let Some(entry) = models.get_mut(name) {
                 entry.problem = None;
                 let versions: Vec<u64> = entry.versions.keys().copied().collect();
-                retired.extend(
-                    versions
-                        .into_iter()
-                        .filter_map(|v| entry.retire(v, "unloaded")),
-                );
+                retired.extend(versions.into_iter().filter_map(|v| entry.retire(v)));
             }
         }
         tracing::info!(model = name, versions = retired.len(), "model unloaded");
@@ -192,20 +190,22 @@ impl Runtime {
         name: &str,
         config: Option<ModelConfig>,
         trigger: Trigger,
-    ) -> Result<(), String> {
+    ) -> Result<(), LoadError> {
         let _guard = self.model_lock(name).lock_owned().await;
         let plan = {
             let (runtime, model) = (Arc::clone(self), name.to_string());
             tokio::task::spawn_blocking(move || runtime.plan(&model, config))
                 .await
-                .map_err(|e| format!("planning the load crashed: {e}"))?
+                .map_err(|e| LoadError::server(format!("planning the load crashed: {e}")))?
         };
         let (config, dir, wanted) = match plan {
             Plan::Gone => {
                 self.remove(name);
-                return Err(format!("{} is gone", self.repository.join(name).display()));
+                return Err(format!("{} is gone", self.repository.join(name).display()).into());
             }
-            Plan::Problem(problem) => return Err(self.record_problem(name, problem, trigger)),
+            Plan::Problem(problem) => {
+                return Err(self.record_problem(name, problem, trigger).into());
+            }
             Plan::Load {
                 config,
                 dir,
@@ -230,8 +230,8 @@ impl Runtime {
         for (version, load) in loads {
             let outcome = match load.await {
                 Ok(Ok((spec, model))) => start_instances(spec, model, dir.clone()).await,
-                Ok(Err(reason)) => Err(reason),
-                Err(_) => Err("the load thread ended without an answer".into()),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(LoadError::server("the load thread ended without an answer")),
             };
             outcomes.push((version, outcome));
         }
@@ -294,14 +294,11 @@ impl Runtime {
         let mut models = self.write();
         let entry = models.entry(name.to_string()).or_default();
         let serving = entry.has_served();
-        if serving {
-            for slot in entry.versions.values_mut().filter(|s| s.served.is_some()) {
-                slot.reason = format!("update failed, this load keeps serving: {problem}");
-            }
-        }
         // Counts while nothing serves, except for API loads (their caller got the error).
-        entry.problem_counts = trigger != Trigger::Api && !serving;
-        entry.problem = Some(problem.clone());
+        entry.problem = Some(Problem {
+            reason: problem.clone(),
+            counts: trigger != Trigger::Api && !serving,
+        });
         drop(models);
         tracing::error!(
             model = name,
@@ -316,7 +313,7 @@ impl Runtime {
     fn mark_loading(
         &self,
         name: &str,
-        wanted: &[(u64, u64)],
+        wanted: &[(u64, Fingerprint)],
         trigger: Trigger,
     ) -> (Vec<u64>, bool) {
         let mut models = self.write();
@@ -324,32 +321,27 @@ impl Runtime {
         entry.problem = None;
         let had_served = entry.has_served();
         let mut to_load = Vec::new();
-        for &(version, fingerprint) in wanted {
-            match entry.versions.get_mut(&version) {
-                None => {
-                    entry
-                        .versions
-                        .insert(version, VersionSlot::loading(fingerprint));
+        for &(version, attempt) in wanted {
+            let state = entry
+                .versions
+                .entry(version)
+                .or_insert(VersionState::Unloaded);
+            // Polling retries only what changed since the last attempt; an explicit load also
+            // retries failures and anything that differs from what serves.
+            let changed = state.attempted() != Some(attempt);
+            let serves_it = matches!(state, VersionState::Serving { fingerprint, .. } if *fingerprint == attempt);
+            let retry = trigger != Trigger::Poll && !serves_it;
+            if !changed && !retry {
+                if let VersionState::Serving { update, .. } = state {
+                    // What serves is what the repository asks for: older update failures no
+                    // longer apply.
+                    *update = Update::None;
                 }
-                Some(slot) => {
-                    // Polling retries only what changed since the last attempt; an explicit
-                    // load also retries failures and anything that differs from what serves.
-                    let changed = slot.fingerprint != Some(fingerprint);
-                    let serves_it = slot.served.is_some() && slot.serving == Some(fingerprint);
-                    let retry = trigger != Trigger::Poll && !serves_it;
-                    if !changed && !retry {
-                        if serves_it {
-                            // What serves is what the repository asks for: older update
-                            // failures no longer apply.
-                            slot.reason.clear();
-                        }
-                        continue;
-                    }
-                    slot.fingerprint = Some(fingerprint);
-                    if slot.served.is_none() {
-                        *slot = VersionSlot::loading(fingerprint);
-                    }
-                }
+                continue;
+            }
+            match state {
+                VersionState::Serving { update, .. } => *update = Update::Loading { attempt },
+                other => *other = VersionState::Loading { attempt },
             }
             to_load.push(version);
         }
@@ -361,45 +353,62 @@ impl Runtime {
     fn install(
         &self,
         name: &str,
-        wanted: &[(u64, u64)],
+        wanted: &[(u64, Fingerprint)],
         outcomes: Vec<Outcome>,
         had_served: bool,
         trigger: Trigger,
-    ) -> Result<(), String> {
+    ) -> Result<(), LoadError> {
         let had_loads = !outcomes.is_empty();
         let mut released = Vec::new();
+        let mut fault = crate::LoadFault::Model;
         let mut models = self.write();
         let entry = models.entry(name.to_string()).or_default();
         for (version, outcome) in outcomes {
-            let Some(slot) = entry.versions.get_mut(&version) else {
+            let Some(state) = entry.versions.get(&version) else {
                 continue;
             };
+            let Some(attempt) = state.attempted() else {
+                continue;
+            };
+            let serving = state.serving().is_some();
             match outcome {
                 Ok(served) => {
-                    slot.state = ModelState::Ready;
-                    slot.reason.clear();
-                    slot.required = true;
-                    slot.serving = slot.fingerprint;
-                    released.extend(entry.swap(version, Arc::new(served)));
+                    released.extend(entry.install(version, Arc::new(served), attempt));
                 }
-                Err(reason) if slot.served.is_some() => {
+                Err(e) if serving => {
                     tracing::error!(
                         model = name,
                         version,
-                        "reload failed; the previous load keeps serving: {reason}"
+                        "reload failed; the previous load keeps serving: {}",
+                        e.reason
                     );
-                    slot.reason =
-                        format!("reload failed, the previous load keeps serving: {reason}");
+                    if let Some(VersionState::Serving { update, .. }) =
+                        entry.versions.get_mut(&version)
+                    {
+                        *update = Update::Failed {
+                            attempt,
+                            reason: e.reason,
+                        };
+                    }
                 }
-                Err(reason) => {
-                    tracing::error!(model = name, version, "model failed to load: {reason}");
-                    slot.state = ModelState::Unavailable;
-                    slot.reason = reason;
-                    slot.required = match trigger {
+                Err(e) => {
+                    tracing::error!(model = name, version, "model failed to load: {}", e.reason);
+                    if e.fault == crate::LoadFault::Server {
+                        fault = e.fault;
+                    }
+                    let required = match trigger {
                         Trigger::Startup => true,
                         Trigger::Poll => !had_served,
                         Trigger::Api => false,
                     };
+                    entry.versions.insert(
+                        version,
+                        VersionState::Failed {
+                            attempt,
+                            reason: e.reason,
+                            required,
+                        },
+                    );
                 }
             }
         }
@@ -407,7 +416,7 @@ impl Runtime {
         let wanted_serves = entry
             .versions
             .iter()
-            .any(|(v, s)| is_wanted(v) && s.served.is_some());
+            .any(|(v, s)| is_wanted(v) && s.serving().is_some());
         let others: Vec<u64> = entry
             .versions
             .keys()
@@ -416,8 +425,8 @@ impl Runtime {
             .collect();
         for version in others {
             if wanted_serves {
-                released.extend(entry.retire(version, "unloaded"));
-            } else if entry.versions[&version].served.is_some() {
+                released.extend(entry.retire(version));
+            } else if entry.versions[&version].serving().is_some() {
                 tracing::warn!(
                     model = name,
                     version,
@@ -427,10 +436,16 @@ impl Runtime {
         }
         let failures: Vec<String> = wanted
             .iter()
-            .filter_map(|(v, _)| {
-                let slot = entry.versions.get(v)?;
-                (slot.state != ModelState::Ready || !slot.reason.is_empty())
-                    .then(|| format!("version {v}: {}", slot.reason))
+            .filter_map(|(v, _)| match entry.versions.get(v)? {
+                VersionState::Failed { reason, .. }
+                | VersionState::Serving {
+                    update: Update::Failed { reason, .. },
+                    ..
+                } => Some(format!("version {v}: {reason}")),
+                VersionState::Loading { .. } | VersionState::Unloaded => {
+                    Some(format!("version {v}: did not load"))
+                }
+                _ => None,
             })
             .collect();
         drop(models);
@@ -443,7 +458,10 @@ impl Runtime {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures.join("; "))
+            Err(LoadError {
+                reason: failures.join("; "),
+                fault,
+            })
         }
     }
 
@@ -466,7 +484,7 @@ impl Runtime {
         dir: &Path,
         version: u64,
         config: &ModelConfig,
-    ) -> Result<(ModelSpec, Arc<dyn LoadedModel>), String> {
+    ) -> Result<(ModelSpec, Arc<dyn LoadedModel>), LoadError> {
         let version_dir = dir.join(version.to_string());
         let backend = match &config.backend {
             Some(wanted) => self.backends.iter().find(|b| b.name() == wanted).ok_or_else(|| {
@@ -491,6 +509,7 @@ impl Runtime {
             config,
             model.signature(),
         )?;
+        let model: Arc<dyn LoadedModel> = Arc::from(model);
         tracing::info!(
             model = name,
             version,
@@ -498,7 +517,7 @@ impl Runtime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model loaded"
         );
-        Ok((spec, Arc::from(model)))
+        Ok((spec, model))
     }
 }
 
@@ -508,8 +527,14 @@ async fn start_instances(
     spec: ModelSpec,
     model: Arc<dyn LoadedModel>,
     dir: PathBuf,
-) -> Result<ServedModel, String> {
-    tokio::task::spawn_blocking(move || ServedModel::new(spec, model, &dir))
-        .await
-        .unwrap_or_else(|e| Err(format!("starting the model's instances crashed: {e}")))
+) -> Result<ServedModel, LoadError> {
+    tokio::task::spawn_blocking(move || {
+        ServedModel::new(spec, model, &dir).map_err(LoadError::from)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(LoadError::server(format!(
+            "starting the model's instances crashed: {e}"
+        )))
+    })
 }

@@ -9,24 +9,54 @@
 
 use tokio::sync::oneshot;
 
+use crate::LoadFault;
+
+/// Why a load failed, and whose fault it was.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub reason: String,
+    pub fault: LoadFault,
+}
+
+impl LoadError {
+    pub fn server(reason: impl Into<String>) -> LoadError {
+        LoadError {
+            reason: reason.into(),
+            fault: LoadFault::Server,
+        }
+    }
+}
+
+/// What the model's files or config get wrong.
+impl From<String> for LoadError {
+    fn from(reason: String) -> LoadError {
+        LoadError {
+            reason,
+            fault: LoadFault::Model,
+        }
+    }
+}
+
 /// Runs `load` on a new low-priority thread; the receiver yields its result, or an error when
 /// the thread could not start or panicked.
 pub fn spawn<T: Send + 'static>(
     model: &str,
-    load: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> oneshot::Receiver<Result<T, String>> {
+    load: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> oneshot::Receiver<Result<T, LoadError>> {
     let (tx, rx) = oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("inferd-load-{model}"))
         .spawn(move || {
             lower_priority();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
-                .unwrap_or_else(|_| Err("the backend panicked while loading".into()));
+                .unwrap_or_else(|_| Err(LoadError::server("the backend panicked while loading")));
             let _ = tx.send(result);
         });
     if let Err(e) = spawned {
         let (tx, failed) = oneshot::channel();
-        let _ = tx.send(Err(format!("cannot start a load thread: {e}")));
+        let _ = tx.send(Err(LoadError::server(format!(
+            "cannot start a load thread: {e}"
+        ))));
         return failed;
     }
     rx

@@ -1,5 +1,6 @@
-//! Which models and versions exist, their load state, and lookup for requests. How versions
-//! get in and out of service is in `lifecycle.rs`.
+//! Which models and versions exist and the state of each; readiness and the repository index
+//! are read from here. How versions get in and out of service is in `lifecycle.rs`, which
+//! version answers a request in `router.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -9,8 +10,10 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use inferd_core::Backend;
 
 use crate::fingerprint::Fingerprints;
-use crate::{RuntimeError, ServedModel, StatsSnapshot, repository};
+use crate::observer::Observer;
+use crate::{ServedModel, repository};
 
+/// The protocol's states of a model version (repository index extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelState {
     Loading,
@@ -21,7 +24,6 @@ pub enum ModelState {
 }
 
 impl ModelState {
-    /// The protocol's state names (repository index extension).
     pub fn as_str(self) -> &'static str {
         match self {
             ModelState::Loading => "LOADING",
@@ -44,80 +46,165 @@ pub enum ControlMode {
     Explicit,
 }
 
-pub(crate) struct VersionSlot {
-    pub state: ModelState,
-    pub reason: String,
-    pub served: Option<Arc<ServedModel>>,
-    /// Content fingerprint of the files and config of the last load attempt.
-    pub fingerprint: Option<u64>,
-    /// Fingerprint of the load that serves now.
-    pub serving: Option<u64>,
-    /// Counts for readiness. False for unloaded versions and for failed updates while earlier
-    /// versions of the model keep serving.
-    pub required: bool,
+/// Content fingerprint of a version's files and config, as of one load attempt.
+pub(crate) type Fingerprint = u64;
+
+/// Where a model version stands. Each variant holds only what is true of that state.
+pub(crate) enum VersionState {
+    /// Its first load (or a load after a failure or unload) is running; nothing serves.
+    Loading { attempt: Fingerprint },
+    /// `load` serves; `update` tells of a newer load of the same version.
+    Serving {
+        load: Arc<ServedModel>,
+        fingerprint: Fingerprint,
+        update: Update,
+    },
+    /// The last load failed and nothing serves. `required`: it counts against readiness
+    /// (start-up loads, and changes while the model had nothing else serving).
+    Failed {
+        attempt: Fingerprint,
+        reason: String,
+        required: bool,
+    },
+    /// Taken out of service (unloaded, or no longer selected by the version policy).
+    Unloaded,
 }
 
-impl VersionSlot {
-    pub fn loading(fingerprint: u64) -> VersionSlot {
-        VersionSlot {
-            state: ModelState::Loading,
-            reason: String::new(),
-            served: None,
-            fingerprint: Some(fingerprint),
-            serving: None,
-            required: true,
+/// A reload of a version that keeps serving its previous load meanwhile.
+pub(crate) enum Update {
+    None,
+    Loading {
+        attempt: Fingerprint,
+    },
+    Failed {
+        attempt: Fingerprint,
+        reason: String,
+    },
+}
+
+impl VersionState {
+    pub fn serving(&self) -> Option<&Arc<ServedModel>> {
+        match self {
+            VersionState::Serving { load, .. } => Some(load),
+            _ => None,
+        }
+    }
+
+    /// Fingerprint of the last load attempt: what a rescan compares the files with.
+    pub fn attempted(&self) -> Option<Fingerprint> {
+        match self {
+            VersionState::Loading { attempt }
+            | VersionState::Failed { attempt, .. }
+            | VersionState::Serving {
+                update: Update::Loading { attempt } | Update::Failed { attempt, .. },
+                ..
+            } => Some(*attempt),
+            VersionState::Serving {
+                fingerprint,
+                update: Update::None,
+                ..
+            } => Some(*fingerprint),
+            VersionState::Unloaded => None,
+        }
+    }
+
+    /// The protocol state and its reason, for the index.
+    fn describe(&self, draining: bool) -> (ModelState, String) {
+        match self {
+            VersionState::Loading { .. } => (ModelState::Loading, String::new()),
+            VersionState::Serving { update, .. } => (
+                ModelState::Ready,
+                match update {
+                    Update::None => String::new(),
+                    Update::Loading { .. } => "a reload is loading beside this one".into(),
+                    Update::Failed { reason, .. } => {
+                        format!("reload failed, the previous load keeps serving: {reason}")
+                    }
+                },
+            ),
+            VersionState::Failed { reason, .. } => (ModelState::Unavailable, reason.clone()),
+            VersionState::Unloaded if draining => (ModelState::Unloading, "unloaded".into()),
+            VersionState::Unloaded => (ModelState::Unavailable, "unloaded".into()),
+        }
+    }
+
+    /// Why a request cannot be served by this version.
+    pub fn not_serving(&self, version: u64) -> String {
+        match self {
+            VersionState::Loading { .. } => format!("version {version} is loading"),
+            VersionState::Serving { .. } => format!("version {version} is serving"),
+            VersionState::Failed { reason, .. } => {
+                format!("version {version} failed to load: {reason}")
+            }
+            VersionState::Unloaded => format!("version {version} is unloaded"),
         }
     }
 }
 
+/// Why nothing of a model can load (bad config.toml, no version directories).
+pub(crate) struct Problem {
+    pub reason: String,
+    /// Counts against readiness (found at start-up or by polling, not by an API load whose
+    /// caller got the error).
+    pub counts: bool,
+}
+
 #[derive(Default)]
 pub(crate) struct ModelEntry {
-    pub versions: BTreeMap<u64, VersionSlot>,
-    /// Why no version can be loaded at all (bad config.toml, no version directories).
-    pub problem: Option<String>,
-    /// The problem counts against readiness (found at start-up).
-    pub problem_counts: bool,
-    /// Loads that left service, still finishing their requests: reported UNLOADING until gone.
+    pub versions: BTreeMap<u64, VersionState>,
+    pub problem: Option<Problem>,
+    /// Loads that left service and are finishing their requests: reported UNLOADING until gone.
     pub draining: Vec<(u64, Weak<ServedModel>)>,
 }
 
 impl ModelEntry {
     /// Takes `version` out of service; requests it already accepted finish on it. Returns the
     /// load, to be dropped after the registry lock is released.
-    pub fn retire(&mut self, version: u64, reason: &str) -> Option<Arc<ServedModel>> {
-        let slot = self.versions.get_mut(&version)?;
-        let served = slot.served.take();
-        slot.serving = None;
-        if let Some(served) = &served {
-            self.draining.retain(|(_, w)| w.strong_count() > 0);
-            self.draining.push((version, Arc::downgrade(served)));
+    pub fn retire(&mut self, version: u64) -> Option<Arc<ServedModel>> {
+        let state = self.versions.get_mut(&version)?;
+        let old = std::mem::replace(state, VersionState::Unloaded);
+        match old {
+            VersionState::Serving { load, .. } => {
+                self.drain(version, &load);
+                Some(load)
+            }
+            _ => None,
         }
-        slot.state = ModelState::Unavailable;
-        slot.reason = reason.to_string();
-        slot.required = false;
-        // Selected again later, it loads again.
-        slot.fingerprint = None;
-        served
     }
 
-    /// Replaces the load serving `version`; the old one drains.
-    pub fn swap(&mut self, version: u64, served: Arc<ServedModel>) -> Option<Arc<ServedModel>> {
-        let slot = self.versions.get_mut(&version)?;
-        let old = slot.served.replace(served);
-        if let Some(old) = &old {
-            self.draining.retain(|(_, w)| w.strong_count() > 0);
-            self.draining.push((version, Arc::downgrade(old)));
-        }
-        old
+    /// Puts `load` in service for `version`; the load it replaces drains.
+    pub fn install(
+        &mut self,
+        version: u64,
+        load: Arc<ServedModel>,
+        fingerprint: Fingerprint,
+    ) -> Option<Arc<ServedModel>> {
+        let new = VersionState::Serving {
+            load,
+            fingerprint,
+            update: Update::None,
+        };
+        let old = self.versions.insert(version, new)?;
+        let VersionState::Serving { load, .. } = old else {
+            return None;
+        };
+        self.drain(version, &load);
+        Some(load)
     }
 
-    fn draining(&mut self, version: u64) -> bool {
+    fn drain(&mut self, version: u64, load: &Arc<ServedModel>) {
         self.draining.retain(|(_, w)| w.strong_count() > 0);
-        self.draining.iter().any(|(v, _)| *v == version)
+        self.draining.push((version, Arc::downgrade(load)));
+    }
+
+    fn is_draining(&self, version: u64) -> bool {
+        self.draining
+            .iter()
+            .any(|(v, w)| *v == version && w.strong_count() > 0)
     }
 
     pub fn has_served(&self) -> bool {
-        self.versions.values().any(|s| s.served.is_some())
+        self.versions.values().any(|s| s.serving().is_some())
     }
 }
 
@@ -151,6 +238,9 @@ pub struct Runtime {
     /// Start-up loading has finished: until then the server is not ready, even before the
     /// first model shows up in the registry.
     pub(crate) startup_done: AtomicBool,
+    pub(crate) observers: Vec<Arc<dyn Observer>>,
+    /// Some observer reads the request at completion (kept until then).
+    pub(crate) keep_requests: bool,
 }
 
 impl Runtime {
@@ -163,11 +253,20 @@ impl Runtime {
             model_locks: Mutex::default(),
             fingerprints: Arc::default(),
             startup_done: AtomicBool::new(false),
+            observers: Vec::new(),
+            keep_requests: false,
         }
     }
 
     pub fn with_control_mode(self, control: ControlMode) -> Runtime {
         Runtime { control, ..self }
+    }
+
+    /// Adds an observer of every request (see [`Observer`]).
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Runtime {
+        self.keep_requests |= observer.needs_request();
+        self.observers.push(observer);
+        self
     }
 
     pub fn repository(&self) -> &Path {
@@ -195,78 +294,6 @@ impl Runtime {
         self.models.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The model version that serves `name`: the given version, or the highest ready one.
-    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, RuntimeError> {
-        let models = self.read();
-        let entry = models
-            .get(name)
-            .ok_or_else(|| RuntimeError::UnknownModel(name.to_string()))?;
-        let not_ready = |reason: String| RuntimeError::NotReady {
-            model: name.to_string(),
-            reason,
-        };
-        match version.filter(|v| !v.is_empty()) {
-            Some(v) => {
-                let unknown = || RuntimeError::UnknownVersion {
-                    model: name.to_string(),
-                    version: v.to_string(),
-                };
-                let number = v.parse::<u64>().map_err(|_| unknown())?;
-                let slot = entry.versions.get(&number).ok_or_else(unknown)?;
-                slot.served
-                    .clone()
-                    .ok_or_else(|| not_ready(describe(number, slot)))
-            }
-            None => {
-                if let Some(served) = entry.versions.values().rev().find_map(|s| s.served.clone()) {
-                    return Ok(served);
-                }
-                let reasons: Vec<String> = entry
-                    .versions
-                    .iter()
-                    .map(|(v, s)| describe(*v, s))
-                    .collect();
-                Err(not_ready(
-                    entry.problem.clone().unwrap_or_else(|| reasons.join("; ")),
-                ))
-            }
-        }
-    }
-
-    /// Statistics of the loaded versions: of every model, of one model, or of one version.
-    pub fn statistics(
-        &self,
-        name: Option<&str>,
-        version: Option<&str>,
-    ) -> Result<Vec<(Arc<ServedModel>, StatsSnapshot)>, RuntimeError> {
-        let served: Vec<Arc<ServedModel>> = match (name.filter(|n| !n.is_empty()), version) {
-            (None, _) => self
-                .read()
-                .values()
-                .flat_map(|e| e.versions.values().filter_map(|s| s.served.clone()))
-                .collect(),
-            (Some(name), Some(v)) if !v.is_empty() => vec![self.get(name, Some(v))?],
-            (Some(name), _) => {
-                let models = self.read();
-                let entry = models
-                    .get(name)
-                    .ok_or_else(|| RuntimeError::UnknownModel(name.to_string()))?;
-                entry
-                    .versions
-                    .values()
-                    .filter_map(|s| s.served.clone())
-                    .collect()
-            }
-        };
-        Ok(served
-            .into_iter()
-            .map(|m| {
-                let stats = m.stats();
-                (m, stats)
-            })
-            .collect())
-    }
-
     /// Versions of `name` that are ready, ascending.
     pub fn ready_versions(&self, name: &str) -> Vec<u64> {
         self.read()
@@ -274,7 +301,7 @@ impl Runtime {
             .map(|e| {
                 e.versions
                     .iter()
-                    .filter(|(_, s)| s.served.is_some())
+                    .filter(|(_, s)| s.serving().is_some())
                     .map(|(v, _)| *v)
                     .collect()
             })
@@ -284,38 +311,36 @@ impl Runtime {
     /// Every model version the server knows, and the repository's models it has not loaded.
     pub fn index(&self) -> Vec<IndexEntry> {
         let mut out = Vec::new();
-        let mut models = self.write();
-        for (name, entry) in models.iter_mut() {
-            if let Some(problem) = &entry.problem
-                && !entry.has_served()
-            {
-                out.push(IndexEntry {
-                    name: name.clone(),
-                    version: None,
-                    state: ModelState::Unavailable,
-                    reason: problem.clone(),
-                });
-            }
-            let versions: Vec<u64> = entry.versions.keys().copied().collect();
-            for version in versions {
-                let draining = entry.draining(version);
-                let slot = &entry.versions[&version];
-                let state = match slot.state {
-                    ModelState::Unavailable if slot.served.is_none() && draining => {
-                        ModelState::Unloading
+        let known: Vec<String> = {
+            let models = self.read();
+            for (name, entry) in models.iter() {
+                if let Some(problem) = &entry.problem
+                    && !entry.has_served()
+                {
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: None,
+                        state: ModelState::Unavailable,
+                        reason: problem.reason.clone(),
+                    });
+                }
+                for (version, state) in &entry.versions {
+                    let (state, mut reason) = state.describe(entry.is_draining(*version));
+                    if let (Some(problem), ModelState::Ready) = (&entry.problem, state) {
+                        reason =
+                            format!("update failed, this load keeps serving: {}", problem.reason);
                     }
-                    state => state,
-                };
-                out.push(IndexEntry {
-                    name: name.clone(),
-                    version: Some(version),
-                    state,
-                    reason: slot.reason.clone(),
-                });
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: Some(*version),
+                        state,
+                        reason,
+                    });
+                }
             }
-        }
-        let known: Vec<String> = models.keys().cloned().collect();
-        drop(models);
+            models.keys().cloned().collect()
+        };
+        // The disk is read with no lock held.
         for name in repository::scan(&self.repository).unwrap_or_default() {
             if !known.contains(&name) {
                 out.push(IndexEntry {
@@ -341,19 +366,23 @@ impl Runtime {
         }
         for (name, entry) in models.iter() {
             if let Some(problem) = &entry.problem
-                && entry.problem_counts
+                && problem.counts
                 && !entry.has_served()
             {
-                not_ready.push(format!("{name}: {problem}"));
+                not_ready.push(format!("{name}: {}", problem.reason));
             }
-            for (version, slot) in entry.versions.iter().filter(|(_, s)| s.required) {
-                match slot.state {
-                    ModelState::Ready => {}
-                    ModelState::Loading => {
+            for (version, state) in &entry.versions {
+                match state {
+                    VersionState::Loading { .. } => {
                         loading = true;
                         not_ready.push(format!("{name}/{version}: loading"));
                     }
-                    _ => not_ready.push(format!("{name}/{version}: {}", slot.reason)),
+                    VersionState::Failed {
+                        reason,
+                        required: true,
+                        ..
+                    } => not_ready.push(format!("{name}/{version}: {reason}")),
+                    _ => {}
                 }
             }
         }
@@ -362,14 +391,5 @@ impl Runtime {
             loading,
             not_ready,
         }
-    }
-}
-
-fn describe(version: u64, slot: &VersionSlot) -> String {
-    match slot.state {
-        ModelState::Loading => format!("version {version} is loading"),
-        ModelState::Unloading => format!("version {version} is unloading"),
-        _ if slot.reason == "unloaded" => format!("version {version} is unloaded"),
-        _ => format!("version {version} failed to load: {}", slot.reason),
     }
 }

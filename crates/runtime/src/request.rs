@@ -33,22 +33,18 @@ impl Parameter {
 
 pub type Parameters = BTreeMap<String, Parameter>;
 
-/// One inference call as the runtime sees it, whatever protocol carried it.
+/// One inference call as the runtime sees it, whatever protocol carried it (the request's id,
+/// caller and deadline travel in its [`crate::RequestContext`]).
 #[derive(Debug, Clone, Default)]
 pub struct InferRequest {
-    /// The client's request id, echoed in the response; empty when none was given.
-    pub id: String,
     pub parameters: Parameters,
     pub inputs: Vec<NamedTensor>,
     /// Outputs to return, in this order; `None` returns all of them in model order.
     pub outputs: Option<Vec<String>>,
-    /// The request's trace span when it is sampled: queue, batch and backend spans go under it.
-    pub trace: Option<tracing::Span>,
 }
 
 #[derive(Debug, Clone)]
 pub struct InferResponse {
-    pub id: String,
     pub model_name: String,
     /// The version that produced the outputs.
     pub model_version: u64,

@@ -1,6 +1,11 @@
 //! One scheduler per model version: a bounded priority queue, `instance_count` worker threads
 //! that run the backend off the async runtime, and a dynamic batcher that merges queued requests
 //! of the same non-batch shapes along the first dimension.
+//!
+//! A request that finds an instance idle and nothing queued runs at once on the caller's
+//! thread, when the model is quick (its executions lately took less than [`INLINE_LIMIT`]) and
+//! its backend allows it: handing it to an instance thread and its answer back costs two thread
+//! wake-ups, more than a small model's whole execution. Everything else queues.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -12,6 +17,10 @@ use tokio::sync::oneshot;
 use tracing::Span;
 
 use crate::stats::{ExecutionTimes, ModelStats};
+
+/// Executions shorter than this may run on the requesting thread (an async worker), which
+/// they hold meanwhile; a slower model always runs on its instance threads.
+pub const INLINE_LIMIT: Duration = Duration::from_micros(200);
 
 /// How a model version's requests are queued and batched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +56,21 @@ pub struct Executed {
 
 type Reply = oneshot::Sender<Answer>;
 
+/// A submitted request: answered already (it ran on the caller's thread), or waiting.
+pub enum Submitted {
+    Done(Answer),
+    Queued(oneshot::Receiver<Answer>),
+}
+
+impl Submitted {
+    pub async fn answer(self) -> Answer {
+        match self {
+            Submitted::Done(answer) => answer,
+            Submitted::Queued(rx) => rx.await.unwrap_or(Err(QueueError::Stopped)),
+        }
+    }
+}
+
 struct Pending {
     inputs: Vec<Tensor>,
     rows: usize,
@@ -67,8 +91,8 @@ struct State {
     stopped: bool,
     /// Rows per execution lately (moving average): the load the batcher expects.
     typical_rows: f64,
-    /// Time per execution lately (moving average).
-    typical_execution: Duration,
+    /// Time per execution lately (moving average); `None` until one ran.
+    typical_execution: Option<Duration>,
 }
 
 impl Default for State {
@@ -79,8 +103,37 @@ impl Default for State {
             busy: 0,
             stopped: false,
             typical_rows: 1.0,
-            typical_execution: Duration::ZERO,
+            typical_execution: None,
         }
+    }
+}
+
+impl State {
+    fn executed(&mut self, took: Duration) {
+        self.busy -= 1;
+        self.typical_execution = Some(match self.typical_execution {
+            Some(t) => (t * 4 + took) / 5,
+            None => took,
+        });
+    }
+}
+
+/// Each request's inputs (outer: requests) in, the batch's inputs out.
+type Merge = fn(Vec<Vec<Tensor>>) -> Result<Vec<Tensor>, String>;
+/// The batch's outputs and each request's rows in, each request's outputs out.
+type Split = fn(Vec<Tensor>, &[usize]) -> Result<Vec<Vec<Tensor>>, String>;
+
+/// How a batch's inputs are merged and its outputs split: the real functions, replaced in
+/// tests to inject failures.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchOps {
+    pub merge: Merge,
+    pub split: Split,
+}
+
+impl Default for BatchOps {
+    fn default() -> Self {
+        BatchOps { merge, split }
     }
 }
 
@@ -90,11 +143,14 @@ struct Shared {
     state: Mutex<State>,
     work: Condvar,
     stats: Arc<ModelStats>,
+    ops: BatchOps,
+    inline: bool,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock only means a worker panicked outside the model call; the queue is intact.
+        // A poisoned lock only means a thread panicked outside the model call; the queue is
+        // intact.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -114,20 +170,24 @@ pub struct WarmupRun {
 impl Scheduler {
     /// Starts one worker thread per instance; each runs the warmup requests first. Returns once
     /// every instance is warm, or the first warmup failure (the workers are then stopped).
-    pub fn start(
+    pub(crate) fn start(
         name: &str,
         model: Arc<dyn LoadedModel>,
         policy: Policy,
         warmup: &[WarmupRun],
         stats: Arc<ModelStats>,
+        ops: BatchOps,
     ) -> Result<Scheduler, String> {
         let instances = policy.instances.max(1);
+        let inline = model.may_run_inline();
         let shared = Arc::new(Shared {
             model,
             policy,
             state: Mutex::default(),
             work: Condvar::new(),
             stats,
+            ops,
+            inline,
         });
         // Built before any thread starts, so an early return stops the ones already running.
         let mut scheduler = Scheduler {
@@ -159,16 +219,18 @@ impl Scheduler {
         Ok(scheduler)
     }
 
-    /// Queues a request; the receiver yields its outputs. Dropping the receiver (a client that
+    /// Runs the request now on this thread when an instance is idle, nothing is queued and the
+    /// model is quick; queues it otherwise. Dropping a queued answer's receiver (a client that
     /// went away) removes the request before it runs.
     pub fn submit(
         &self,
         inputs: Vec<Tensor>,
         priority: u32,
         deadline: Option<Instant>,
-        trace: Option<Span>,
-    ) -> Result<oneshot::Receiver<Answer>, QueueError> {
-        let rows = if self.shared.policy.max_batch_size > 0 {
+        trace: Option<&Span>,
+    ) -> Result<Submitted, QueueError> {
+        let shared = &*self.shared;
+        let rows = if shared.policy.max_batch_size > 0 {
             inputs
                 .first()
                 .and_then(|t| t.shape().first().copied())
@@ -176,19 +238,27 @@ impl Scheduler {
         } else {
             1
         };
+        let mut state = shared.lock();
+        if state.stopped {
+            return Err(QueueError::Stopped);
+        }
+        let quick = state.typical_execution.is_some_and(|t| t < INLINE_LIMIT);
+        if shared.inline && quick && state.queue.is_empty() && state.busy < shared.policy.instances
+        {
+            state.busy += 1;
+            state.typical_rows = 0.8 * state.typical_rows + 0.2 * rows as f64;
+            drop(state);
+            return Ok(Submitted::Done(run_inline(shared, inputs, rows, trace)));
+        }
+        let limit = shared.policy.max_queue_size;
+        if limit > 0 && state.queue.len() >= limit {
+            return Err(QueueError::Full(limit));
+        }
         let shape_key = inputs
             .iter()
             .map(|t| t.shape().get(1..).unwrap_or_default().to_vec())
             .collect();
         let (reply, receiver) = oneshot::channel();
-        let mut state = self.shared.lock();
-        if state.stopped {
-            return Err(QueueError::Stopped);
-        }
-        let limit = self.shared.policy.max_queue_size;
-        if limit > 0 && state.queue.len() >= limit {
-            return Err(QueueError::Full(limit));
-        }
         let seq = state.next_seq;
         state.next_seq += 1;
         let pending = Pending {
@@ -198,20 +268,73 @@ impl Scheduler {
             deadline,
             enqueued: Instant::now(),
             reply,
-            trace: trace.map(|t| {
-                let queue = stage(&t, "queue");
-                (t, queue)
-            }),
+            trace: trace.map(|t| (t.clone(), stage(t, "queue"))),
         };
         state.queue.insert((priority, seq), pending);
         drop(state);
-        self.shared.work.notify_one();
-        Ok(receiver)
+        shared.work.notify_one();
+        Ok(Submitted::Queued(receiver))
     }
 
     /// Requests waiting in the queue now.
     pub fn pending(&self) -> usize {
         self.shared.lock().queue.len()
+    }
+}
+
+/// One request on the caller's thread, holding an instance (already counted busy).
+fn run_inline(shared: &Shared, inputs: Vec<Tensor>, rows: usize, trace: Option<&Span>) -> Answer {
+    let busy = Busy::new(shared);
+    let began = Instant::now();
+    let traces: Vec<Span> = trace.into_iter().cloned().collect();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run(shared, vec![inputs], &[rows], &traces)
+    }));
+    let answer = match outcome {
+        Ok((Ok(mut per_request), times)) => {
+            shared.stats.execution(rows, &times);
+            let outputs = per_request.pop().unwrap_or_default();
+            Ok((
+                outputs,
+                Executed {
+                    times,
+                    began,
+                    ended: Instant::now(),
+                },
+            ))
+        }
+        Ok((Err(message), _)) => Err(QueueError::Failed(message)),
+        Err(_) => Err(QueueError::Failed(crashed())),
+    };
+    drop(busy);
+    answer
+}
+
+/// Marks an instance idle again when dropped, even when its execution panicked, and wakes a
+/// worker: requests may have queued meanwhile.
+struct Busy<'a> {
+    shared: &'a Shared,
+    started: Instant,
+}
+
+impl<'a> Busy<'a> {
+    fn new(shared: &'a Shared) -> Busy<'a> {
+        Busy {
+            shared,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.executed(self.started.elapsed());
+        let queued = !state.queue.is_empty();
+        drop(state);
+        if queued {
+            self.shared.work.notify_one();
+        }
     }
 }
 
@@ -324,9 +447,10 @@ fn worker(shared: &Shared) {
                     rows >= policy.max_batch_size || policy.preferred_batch_sizes.contains(&rows);
                 let ready_at = first.enqueued + policy.max_queue_delay;
                 let now = Instant::now();
-                let coming = state.busy > 0
-                    || ((rows as f64) < state.typical_rows - 0.5
-                        && state.typical_execution > policy.max_queue_delay);
+                let slow = state
+                    .typical_execution
+                    .is_some_and(|t| t > policy.max_queue_delay);
+                let coming = state.busy > 0 || ((rows as f64) < state.typical_rows - 0.5 && slow);
                 if policy.batching && !full && coming && ready_at > now {
                     let wait = first.deadline.map_or(ready_at, |d| d.min(ready_at)) - now;
                     state = shared
@@ -341,18 +465,14 @@ fn worker(shared: &Shared) {
                 break keys.iter().filter_map(|k| state.queue.remove(k)).collect();
             }
         };
-        let started = Instant::now();
+        let busy = Busy::new(shared);
         execute(shared, batch);
-        let took = started.elapsed();
-        let mut state = shared.lock();
-        state.busy -= 1;
-        state.typical_execution = (state.typical_execution * 4 + took) / 5;
-        drop(state);
-        // Another worker may have been waiting for this one to finish before batching.
-        shared.work.notify_one();
+        drop(busy);
     }
 }
 
+/// Runs one batch and answers each of its requests. A panic anywhere in merging, the backend
+/// or splitting fails this batch's requests only.
 fn execute(shared: &Shared, batch: Vec<Pending>) {
     let started = Instant::now();
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
@@ -369,9 +489,10 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
         // Dropping the queue span ends it: the request leaves the queue now.
         traces.extend(p.trace.map(|(trace, _queue)| trace));
     }
-    let (result, times) = run(&*shared.model, inputs, &rows, &traces);
-    match result {
-        Ok(per_request) => {
+    let outcome =
+        std::panic::catch_unwind(AssertUnwindSafe(|| run(shared, inputs, &rows, &traces)));
+    match outcome {
+        Ok((Ok(per_request), times)) => {
             // Counted before anyone is answered, so a client reading statistics right after
             // its response sees its execution. Failed executions are not counted (as Triton).
             shared.stats.execution(total_rows, &times);
@@ -385,17 +506,28 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
                 let _ = reply.send(Ok((outputs, executed)));
             }
         }
-        Err(message) => {
+        Ok((Err(message), _)) => {
             for reply in replies {
                 let _ = reply.send(Err(QueueError::Failed(message.clone())));
+            }
+        }
+        Err(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(QueueError::Failed(crashed())));
             }
         }
     }
 }
 
+fn crashed() -> String {
+    "the batch crashed (a panic while merging, running or splitting it); the instance goes on \
+     serving"
+        .into()
+}
+
 /// Runs one execution and splits its outputs back per request; times the three phases.
 fn run(
-    model: &dyn LoadedModel,
+    shared: &Shared,
     mut inputs: Vec<Vec<Tensor>>,
     rows: &[usize],
     traces: &[Span],
@@ -418,7 +550,7 @@ fn run(
     let merged = if inputs.len() == 1 {
         Ok(inputs.pop().unwrap_or_default())
     } else {
-        merge(inputs)
+        (shared.ops.merge)(inputs)
     };
     times.compute_input = started.elapsed();
     drop(batch);
@@ -428,28 +560,25 @@ fn run(
     };
     let backend = spans("backend");
     let started = Instant::now();
-    // A panicking backend fails this batch, not the server.
-    let outputs = std::panic::catch_unwind(AssertUnwindSafe(|| model.infer(merged)));
+    let outputs = shared.model.infer(merged);
     times.compute_infer = started.elapsed();
     drop(backend);
     let outputs = match outputs {
-        Ok(Ok(outputs)) => outputs,
-        Ok(Err(e)) => return (Err(e.to_string()), times),
-        Err(_) => {
-            return (
-                Err("the model crashed (the backend panicked)".into()),
-                times,
-            );
-        }
+        Ok(outputs) => outputs,
+        Err(e) => return (Err(e.to_string()), times),
     };
     let started = Instant::now();
-    let split = split(outputs, rows);
+    let split = if rows.len() == 1 {
+        Ok(vec![outputs])
+    } else {
+        (shared.ops.split)(outputs, rows)
+    };
     times.compute_output = started.elapsed();
     (split, times)
 }
 
 /// A trace span for one stage of a traced request (OTLP span name `name`).
-fn stage(parent: &Span, name: &'static str) -> Span {
+pub(crate) fn stage(parent: &Span, name: &'static str) -> Span {
     tracing::trace_span!(
         target: inferd_core::TRACE_TARGET,
         parent: parent,
@@ -459,7 +588,8 @@ fn stage(parent: &Span, name: &'static str) -> Span {
     )
 }
 
-/// Concatenates the requests' inputs along the batch dimension, input by input.
+/// Concatenates the requests' inputs along the batch dimension, input by input (the tensors'
+/// chunks are appended: nothing is copied).
 fn merge(inputs: Vec<Vec<Tensor>>) -> Result<Vec<Tensor>, String> {
     let n_inputs = inputs.first().map_or(0, Vec::len);
     let mut columns: Vec<Vec<Tensor>> = (0..n_inputs)
@@ -473,11 +603,8 @@ fn merge(inputs: Vec<Vec<Tensor>>) -> Result<Vec<Tensor>, String> {
     columns.into_iter().map(Tensor::concat_rows).collect()
 }
 
-/// Splits each output back into one piece per request, by their rows.
+/// Splits each output back into one piece per request, by their rows (slices, no copies).
 fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, String> {
-    if rows.len() == 1 {
-        return Ok(vec![outputs]);
-    }
     let mut per_request: Vec<Vec<Tensor>> = rows
         .iter()
         .map(|_| Vec::with_capacity(outputs.len()))
@@ -492,3 +619,6 @@ fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, Strin
     }
     Ok(per_request)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,6 @@
 //! A loaded model version that serves requests: validation against its spec, then its
 //! scheduler (queue, batcher, instance threads).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,14 +8,15 @@ use std::time::{Duration, Instant};
 use inferd_core::{LoadedModel, NamedTensor, Tensor, TensorSpec};
 
 use crate::memory::ReleaseOnDrop;
-use crate::scheduler::{Policy, QueueError, Scheduler};
+use crate::scheduler::{BatchOps, Policy, QueueError, Scheduler};
 use crate::stats::{ExecutionTimes, FailureReason, ModelStats, StatsSnapshot};
 use crate::warmup;
-use crate::{InferRequest, InferResponse, ModelSpec, Parameters, RuntimeError};
+use crate::{InferRequest, InferResponse, ModelSpec, Parameters, RequestContext, RuntimeError};
 
-pub struct ServedModel {
-    spec: ModelSpec,
+pub(crate) struct ServedModel {
+    spec: Arc<ModelSpec>,
     scheduler: Scheduler,
+    model: Arc<dyn LoadedModel>,
     stats: Arc<ModelStats>,
     /// Fields drop in order: this runs after the scheduler freed the model.
     _release: ReleaseOnDrop,
@@ -38,10 +38,19 @@ impl ServedModel {
         model: Arc<dyn LoadedModel>,
         model_dir: &Path,
     ) -> Result<ServedModel, String> {
+        Self::with_ops(spec, model, model_dir, BatchOps::default())
+    }
+
+    pub(crate) fn with_ops(
+        spec: ModelSpec,
+        model: Arc<dyn LoadedModel>,
+        model_dir: &Path,
+        ops: BatchOps,
+    ) -> Result<ServedModel, String> {
         let warmup = warmup::runs(&spec, model_dir)?;
         let b = &spec.batching;
         let policy = Policy {
-            batching: b.enabled && spec.max_batch_size > 0,
+            batching: spec.batches(),
             max_batch_size: spec.max_batch_size as usize,
             max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
             preferred_batch_sizes: b
@@ -53,21 +62,30 @@ impl ServedModel {
             instances: spec.instance_count.max(1) as usize,
         };
         let stats = Arc::new(ModelStats::default());
-        let scheduler = Scheduler::start(&spec.name, model, policy, &warmup, Arc::clone(&stats))?;
+        let scheduler = Scheduler::start(
+            &spec.name,
+            Arc::clone(&model),
+            policy,
+            &warmup,
+            Arc::clone(&stats),
+            ops,
+        )?;
         Ok(ServedModel {
-            spec,
+            spec: Arc::new(spec),
             scheduler,
+            model,
             stats,
             _release: ReleaseOnDrop,
         })
     }
 
-    pub fn spec(&self) -> &ModelSpec {
+    pub fn spec(&self) -> &Arc<ModelSpec> {
         &self.spec
     }
 
     /// Executions so far by batch size (rows), as the dynamic batcher formed them.
-    pub fn batch_sizes(&self) -> BTreeMap<usize, u64> {
+    #[cfg(test)]
+    pub fn batch_sizes(&self) -> std::collections::BTreeMap<usize, u64> {
         self.stats
             .snapshot()
             .batches
@@ -84,10 +102,15 @@ impl ServedModel {
         }
     }
 
-    /// Priority level from the `priority` parameter: 0 or absent is the default level.
-    fn priority(&self, parameters: &Parameters) -> Result<u32, RuntimeError> {
+    /// Priority level chosen by the front door, else the `priority` parameter: 0 or absent is
+    /// the default level.
+    fn priority(&self, chosen: Option<u32>, parameters: &Parameters) -> Result<u32, RuntimeError> {
         let b = &self.spec.batching;
-        match parameters.get("priority").map(|p| p.as_u64()) {
+        let level = match chosen {
+            Some(level) => Some(Some(u64::from(level))),
+            None => parameters.get("priority").map(|p| p.as_u64()),
+        };
+        match level {
             None | Some(Some(0)) => Ok(b.default_priority_level),
             Some(Some(p)) if p <= u64::from(b.priority_levels) => Ok(p as u32),
             Some(Some(p)) => Err(RuntimeError::InvalidInput(format!(
@@ -100,8 +123,13 @@ impl ServedModel {
         }
     }
 
-    /// Deadline from the `timeout` parameter (microseconds) or the model's default timeout.
-    fn deadline(&self, parameters: &Parameters) -> Result<Option<Instant>, RuntimeError> {
+    /// Deadline from the `timeout` parameter (microseconds) or the model's default timeout,
+    /// counted from when the request was received; the front door's deadline if earlier.
+    fn deadline(
+        &self,
+        context: &RequestContext,
+        parameters: &Parameters,
+    ) -> Result<Option<Instant>, RuntimeError> {
         let us = match parameters.get("timeout").map(|p| p.as_u64()) {
             None => self.spec.batching.default_timeout_us,
             Some(Some(us)) => us,
@@ -111,14 +139,22 @@ impl ServedModel {
                 ));
             }
         };
-        Ok((us > 0).then(|| Instant::now() + Duration::from_micros(us)))
+        let own = (us > 0).then(|| context.received + Duration::from_micros(us));
+        Ok(match (own, context.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Runs one request and records it in the statistics: success with its durations, or
     /// failure with a reason (CANCELED when the caller stops waiting).
-    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
+    pub async fn infer(
+        &self,
+        request: InferRequest,
+        context: &RequestContext,
+    ) -> Result<InferResponse, RuntimeError> {
         let mut record = Recording::new(&self.stats);
-        let result = self.run(request, record.started).await;
+        let result = self.run(request, context, record.started).await;
         match &result {
             Ok((_, rows, times)) => record.success(*rows, times),
             Err(e) => record.failure(failure_reason(e)),
@@ -132,17 +168,19 @@ impl ServedModel {
     async fn run(
         &self,
         request: InferRequest,
+        context: &RequestContext,
         received: Instant,
     ) -> Result<(InferResponse, usize, ExecutionTimes), RuntimeError> {
         let InferRequest {
-            id,
             inputs,
             outputs,
             parameters,
-            trace,
         } = request;
         let wanted = self.requested_outputs(outputs)?;
         let inputs = self.ordered_inputs(inputs)?;
+        self.model
+            .check_inputs(&inputs)
+            .map_err(RuntimeError::InvalidInput)?;
         let rows = if self.spec.max_batch_size > 0 {
             inputs
                 .first()
@@ -152,7 +190,8 @@ impl ServedModel {
         } else {
             1
         };
-        let (priority, deadline) = (self.priority(&parameters)?, self.deadline(&parameters)?);
+        let priority = self.priority(context.priority, &parameters)?;
+        let deadline = self.deadline(context, &parameters)?;
         let name = || self.spec.name.clone();
         let fail = |message: String| RuntimeError::Inference {
             model: name(),
@@ -174,13 +213,12 @@ impl ServedModel {
                 reason: "the model is being unloaded".into(),
             },
         };
-        let receiver = self
+        let (outputs, executed) = self
             .scheduler
-            .submit(inputs, priority, deadline, trace)
-            .map_err(queue_error)?;
-        let (outputs, executed) = receiver
+            .submit(inputs, priority, deadline, context.trace.as_ref())
+            .map_err(queue_error)?
+            .answer()
             .await
-            .map_err(|_| queue_error(QueueError::Stopped))?
             .map_err(queue_error)?;
         let times = ExecutionTimes {
             queue: executed.began.saturating_duration_since(received),
@@ -206,7 +244,6 @@ impl ServedModel {
             })
             .collect();
         let response = InferResponse {
-            id,
             model_name: name(),
             model_version: self.spec.version,
             outputs,

@@ -85,6 +85,12 @@ impl ModelSpec {
         })
     }
 
+    /// Whether the dynamic batcher merges this model's requests: it is enabled and the model
+    /// has a batch dimension.
+    pub fn batches(&self) -> bool {
+        self.batching.enabled && self.max_batch_size > 0
+    }
+
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|i| i.name == name)
     }

@@ -3,14 +3,14 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use inferd_backend_tract::TractBackend;
 use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig, ModelSignature, Tensor};
 use inferd_runtime::{ControlMode, ErrorKind, InferRequest, ModelState, Runtime};
 
-use common::{copy_dir, fixtures, iris_input, temp_repository};
+use common::{copy_dir, fixtures, infer, iris_input, temp_repository};
 
 fn add_version(repo: &Path, model: &str, version: u64, fixture: &str) {
     copy_dir(
@@ -24,21 +24,90 @@ fn runtime(repo: &Path, mode: ControlMode) -> Arc<Runtime> {
 }
 
 async fn infer_iris(runtime: &Runtime) -> (u64, Vec<f32>) {
-    let response = runtime
-        .get("iris", None)
-        .unwrap()
-        .infer(InferRequest {
-            inputs: vec![iris_input(1)],
-            outputs: Some(vec!["probabilities".into()]),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let request = InferRequest {
+        inputs: vec![iris_input(1)],
+        outputs: Some(vec!["probabilities".into()]),
+        ..Default::default()
+    };
+    let response = infer(runtime, "iris", None, request).await.unwrap();
     let probabilities = match response.outputs[0].tensor.data() {
-        inferd_core::TensorData::F32(v) => v.clone(),
+        inferd_core::TensorData::F32(v) => v,
         other => panic!("unexpected {other:?}"),
     };
     (response.model_version, probabilities)
+}
+
+/// Inferences served by the load of `version` now (a reload starts from 0).
+fn served_by(runtime: &Runtime, version: u64) -> u64 {
+    runtime
+        .statistics(Some("iris"), Some(&version.to_string()))
+        .unwrap()[0]
+        .stats
+        .inference_count
+}
+
+/// Tract whose inferences wait while the gate is closed: a request held in flight.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>, Arc<AtomicBool>);
+
+impl Gate {
+    fn close(&self) {
+        *self.0.0.lock().unwrap() = true;
+    }
+
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = false;
+        self.0.1.notify_all();
+    }
+
+    /// Until a request waits at the gate.
+    async fn waiting(&self) {
+        while !self.1.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+}
+
+struct GatedModel(Box<dyn LoadedModel>, Gate);
+
+impl LoadedModel for GatedModel {
+    fn signature(&self) -> &ModelSignature {
+        self.0.signature()
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let mut closed = self.1.0.0.lock().unwrap();
+        while *closed {
+            self.1.1.store(true, Ordering::SeqCst);
+            closed = self.1.0.1.wait(closed).unwrap();
+        }
+        drop(closed);
+        self.0.infer(inputs)
+    }
+
+    // Waits on the gate: never on an async worker.
+    fn may_run_inline(&self) -> bool {
+        false
+    }
+}
+
+impl Backend for Gate {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn platform(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn accepts(&self, dir: &Path, config: &ModelConfig) -> bool {
+        TractBackend.accepts(dir, config)
+    }
+
+    fn load(&self, dir: &Path, config: &ModelConfig) -> Result<Box<dyn LoadedModel>, BackendError> {
+        let inner = TractBackend.load(dir, config)?;
+        Ok(Box::new(GatedModel(inner, self.clone())))
+    }
 }
 
 fn state(runtime: &Runtime, model: &str, version: u64) -> (ModelState, String) {
@@ -50,30 +119,31 @@ fn state(runtime: &Runtime, model: &str, version: u64) -> (ModelState, String) {
         .unwrap_or_else(|| panic!("{model}/{version} not in the index"))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_swaps_versions_in_and_out() {
     let repo = temp_repository("poll");
     add_version(&repo, "iris", 1, "iris_logreg");
-    let runtime = runtime(&repo, ControlMode::Poll);
+    let gate = Gate::default();
+    let runtime = Arc::new(
+        Runtime::new(&repo, vec![Arc::new(gate.clone())]).with_control_mode(ControlMode::Poll),
+    );
     runtime.load_repository().await.unwrap();
     let (version, before) = infer_iris(&runtime).await;
     assert_eq!(version, 1);
 
-    // A request that holds version 1 across the swap finishes on it.
-    let held = runtime.get("iris", None).unwrap();
+    // A request in flight on version 1 across the swap finishes on it.
+    gate.close();
+    let held = {
+        let runtime = Arc::clone(&runtime);
+        tokio::spawn(async move { infer_iris(&runtime).await })
+    };
+    gate.waiting().await;
     add_version(&repo, "iris", 2, "iris_logreg");
     runtime.poll().await.unwrap();
-    assert_eq!(infer_iris(&runtime).await.0, 2);
     assert_eq!(state(&runtime, "iris", 1).0, ModelState::Unloading);
-    let answer = held
-        .infer(InferRequest {
-            inputs: vec![iris_input(1)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(answer.model_version, 1);
-    drop(held);
+    gate.open();
+    assert_eq!(held.await.unwrap().0, 1);
+    assert_eq!(infer_iris(&runtime).await.0, 2);
     assert_eq!(
         state(&runtime, "iris", 1),
         (ModelState::Unavailable, "unloaded".into())
@@ -90,11 +160,11 @@ async fn polling_swaps_versions_in_and_out() {
     assert_eq!(version, 2);
     assert_ne!(before, after);
 
-    // Nothing changed: nothing reloads (the same load keeps serving).
-    let serving = runtime.get("iris", None).unwrap();
+    // Nothing changed: nothing reloads (the same load keeps serving, its counts go on).
+    let served = served_by(&runtime, 2);
+    assert!(served > 0);
     runtime.poll().await.unwrap();
-    assert!(Arc::ptr_eq(&serving, &runtime.get("iris", None).unwrap()));
-    drop(serving);
+    assert_eq!(served_by(&runtime, 2), served);
 
     // A corrupt version 3: version 2 keeps serving, the index says why, readiness holds.
     std::fs::create_dir_all(repo.join("iris/3")).unwrap();
@@ -117,7 +187,7 @@ async fn polling_swaps_versions_in_and_out() {
     std::fs::remove_dir_all(repo.join("iris")).unwrap();
     runtime.poll().await.unwrap();
     assert_eq!(
-        runtime.get("iris", None).unwrap_err().kind(),
+        runtime.describe("iris", None).unwrap_err().kind(),
         ErrorKind::NotFound
     );
 }
@@ -147,7 +217,11 @@ async fn explicit_mode_loads_and_unloads_through_the_api() {
     runtime.load_model("iris", None).await.unwrap();
     assert_eq!(infer_iris(&runtime).await.0, 1);
     runtime.unload_model("iris").await.unwrap();
-    let err = runtime.get("iris", None).unwrap_err();
+    let request = InferRequest {
+        inputs: vec![iris_input(1)],
+        ..Default::default()
+    };
+    let err = infer(&runtime, "iris", None, request).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.to_string().contains("unloaded"), "{err}");
     assert_eq!(
@@ -160,7 +234,7 @@ async fn explicit_mode_loads_and_unloads_through_the_api() {
     // A config override for this load.
     let config = ModelConfig::parse_json(r#"{"instance_count": 2, "max_batch_size": 8}"#).unwrap();
     runtime.load_model("iris", Some(config)).await.unwrap();
-    let spec = runtime.get("iris", None).unwrap().spec().clone();
+    let spec = runtime.describe("iris", None).unwrap().spec;
     assert_eq!((spec.instance_count, spec.max_batch_size), (2, 8));
 
     let err = runtime.load_model("broken", None).await.unwrap_err();

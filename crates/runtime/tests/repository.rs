@@ -9,7 +9,7 @@ use inferd_backend_tract::TractBackend;
 use inferd_core::{NamedTensor, Tensor, TensorData};
 use inferd_runtime::{ErrorKind, InferRequest, ModelState, Runtime};
 
-use common::{copy_dir, fixtures, iris_input, temp_repository};
+use common::{copy_dir, fixtures, infer, iris_input, temp_repository};
 
 /// A repository with iris_logreg (versions 1 and 2), mlp, a garbage model file, a model with an
 /// unsupported operator and a model whose config.toml does not parse.
@@ -75,15 +75,27 @@ async fn broken_models_are_reported_and_the_rest_serve() {
     assert!(!readiness.ready);
     assert_eq!(readiness.not_ready.len(), 3, "{:?}", readiness.not_ready);
 
-    let err = runtime.get("garbage", None).unwrap_err();
+    let request = || InferRequest {
+        inputs: vec![iris_input(1)],
+        ..Default::default()
+    };
+    let err = infer(&runtime, "garbage", None, request())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.to_string().contains("garbage"), "{err}");
     assert_eq!(
-        runtime.get("nope", None).unwrap_err().kind(),
-        ErrorKind::NotFound
+        runtime.describe("garbage", None).unwrap_err().kind(),
+        ErrorKind::Unavailable
     );
+    let err = infer(&runtime, "nope", None, request()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let err = infer(&runtime, "iris", Some("7"), request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(
-        runtime.get("iris", Some("7")).unwrap_err().kind(),
+        runtime.describe("iris", Some("7")).unwrap_err().kind(),
         ErrorKind::NotFound
     );
 }
@@ -93,17 +105,13 @@ async fn latest_version_serves_by_default() {
     let runtime = runtime("latest").await;
     // Default policy latest(1): only version 2 is loaded.
     assert_eq!(runtime.ready_versions("iris"), [2]);
-    let model = runtime.get("iris", None).unwrap();
-    let response = model
-        .infer(InferRequest {
-            id: "req-1".into(),
-            inputs: vec![iris_input(3)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    assert_eq!(runtime.describe("iris", None).unwrap().spec.version, 2);
+    let request = InferRequest {
+        inputs: vec![iris_input(3)],
+        ..Default::default()
+    };
+    let response = infer(&runtime, "iris", None, request).await.unwrap();
     assert_eq!(response.model_version, 2);
-    assert_eq!(response.id, "req-1");
     let names: Vec<_> = response.outputs.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["label", "probabilities"]);
     assert_eq!(response.outputs[1].tensor.shape(), [3, 3]);
@@ -112,16 +120,15 @@ async fn latest_version_serves_by_default() {
 #[tokio::test]
 async fn requests_are_validated_with_named_inputs() {
     let runtime = runtime("validate").await;
-    let model = runtime.get("iris", None).unwrap();
     let run = |inputs: Vec<NamedTensor>, outputs: Option<Vec<String>>| {
-        let model = Arc::clone(&model);
+        let runtime = Arc::clone(&runtime);
         async move {
-            model
-                .infer(InferRequest {
-                    inputs,
-                    outputs,
-                    ..Default::default()
-                })
+            let request = InferRequest {
+                inputs,
+                outputs,
+                ..Default::default()
+            };
+            infer(&runtime, "iris", None, request)
                 .await
                 .unwrap_err()
                 .to_string()
@@ -171,14 +178,12 @@ async fn requests_are_validated_with_named_inputs() {
             .contains("unknown output 'nope'")
     );
 
-    let only = model
-        .infer(InferRequest {
-            inputs: vec![iris_input(1)],
-            outputs: Some(vec!["probabilities".into()]),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let request = InferRequest {
+        inputs: vec![iris_input(1)],
+        outputs: Some(vec!["probabilities".into()]),
+        ..Default::default()
+    };
+    let only = infer(&runtime, "iris", None, request).await.unwrap();
     assert_eq!(only.outputs.len(), 1);
     assert_eq!(only.outputs[0].name, "probabilities");
 }

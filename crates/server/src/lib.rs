@@ -1,18 +1,27 @@
 //! Protocol front ends. They turn wire formats into the runtime's requests and back, enforce
 //! limits, and never know which backend runs a model.
 
+mod access;
 mod config;
 mod error;
 mod grpc;
 mod http;
 pub(crate) mod metrics;
 mod model_control;
+mod model_info;
+mod pipeline;
 mod telemetry;
 mod v2;
 
+#[allow(clippy::all, clippy::pedantic)]
+pub(crate) mod pb {
+    tonic::include_proto!("inference");
+}
+
+pub use access::{ACCESS_TARGET, AccessLog};
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use grpc::serve_grpc;
 pub use http::{router, serve_http};
 pub use metrics::{Metrics, serve_metrics};
-pub use telemetry::{ACCESS_TARGET, LogControl, TRACE_TARGET, Telemetry};
+pub use telemetry::{LogControl, TRACE_TARGET, Telemetry};

@@ -1,5 +1,5 @@
-//! Request-scoped logs and traces for both front ends: the access log, the request span that
-//! puts the request id on every log line, and the trace spans exported over OTLP.
+//! Request-scoped logs and traces for the front ends: the request span that puts the request id
+//! on every log line, request ids, and the trace spans exported over OTLP.
 //!
 //! Sampling is decided here, once per request, before any trace span exists: a caller's W3C
 //! `traceparent` decides for its requests, others are sampled at the configured ratio. Spans of
@@ -8,8 +8,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -19,8 +18,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Target of the spans exported as traces (the OTLP layer listens to it alone).
 pub use inferd_core::TRACE_TARGET;
-/// Target of the access log lines.
-pub const ACCESS_TARGET: &str = "inferd::access";
+
+use crate::AccessLog;
 
 /// Changes the log filter at run time (implemented by the binary, which owns the subscriber).
 pub trait LogControl: Send + Sync {
@@ -36,14 +35,14 @@ pub struct Telemetry {
     tracing: bool,
     /// Share of requests without a caller decision that are traced, 0 to 1.
     ratio: f64,
-    access_log: AtomicBool,
+    access: Arc<AccessLog>,
     logs: Option<Arc<dyn LogControl>>,
     next_id: AtomicU64,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Telemetry::new(false, 0.0, true, None)
+        Telemetry::new(false, 0.0, Arc::new(AccessLog::new(true)), None)
     }
 }
 
@@ -51,13 +50,13 @@ impl Telemetry {
     pub fn new(
         tracing: bool,
         ratio: f64,
-        access_log: bool,
+        access: Arc<AccessLog>,
         logs: Option<Arc<dyn LogControl>>,
     ) -> Telemetry {
         Telemetry {
             tracing,
             ratio: ratio.clamp(0.0, 1.0),
-            access_log: AtomicBool::new(access_log),
+            access,
             logs,
             next_id: AtomicU64::new(1),
         }
@@ -67,12 +66,9 @@ impl Telemetry {
         self.logs.as_deref()
     }
 
-    pub fn access_log(&self) -> bool {
-        self.access_log.load(Ordering::Relaxed)
-    }
-
-    pub fn set_access_log(&self, on: bool) {
-        self.access_log.store(on, Ordering::Relaxed);
+    /// The access log's switch (the log itself is an observer of the runtime).
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access
     }
 
     /// The span every log line of a request is written in; its `id` is recorded once known.
@@ -80,16 +76,9 @@ impl Telemetry {
         tracing::info_span!("request", protocol, model, id = tracing::field::Empty)
     }
 
-    /// Records the request's id for its log lines: the client's, or one made up for this
-    /// process (`inferd-<n>`), which is returned.
-    pub fn log_id(&self, span: &Span, id: &str) -> String {
-        let id = if id.is_empty() {
-            format!("inferd-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
-        } else {
-            id.to_string()
-        };
-        span.record("id", id.as_str());
-        id
+    /// An id for a request whose client gave none, unique in this process: `inferd-<n>`.
+    pub fn make_id(&self) -> String {
+        format!("inferd-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The root trace span of a request when it is sampled, continuing the caller's trace.
@@ -122,34 +111,11 @@ impl Telemetry {
         let _ = span.set_parent(parent);
         Some(span)
     }
-
-    /// One line per answered request, unless switched off.
-    pub fn access(&self, id: &str, model: &str, version: &str, status: &str, latency: Duration) {
-        if self.access_log() {
-            tracing::info!(
-                target: ACCESS_TARGET,
-                id,
-                model,
-                version,
-                status,
-                latency_us = latency.as_micros() as u64,
-                "request"
-            );
-        }
-    }
 }
 
 /// A child trace span of `parent` (OTLP span name `name`), or nothing when not traced.
 pub fn child(parent: Option<&Span>, name: &'static str) -> Option<Span> {
     parent.map(|p| tracing::trace_span!(target: TRACE_TARGET, parent: p, "stage", otel.name = name))
-}
-
-/// Runs `f` inside `span` when there is one.
-pub fn within<T>(span: Option<Span>, f: impl FnOnce() -> T) -> T {
-    match span {
-        Some(span) => span.in_scope(f),
-        None => f(),
-    }
 }
 
 /// HTTP headers as a trace-context carrier.

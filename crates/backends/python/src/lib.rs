@@ -6,9 +6,12 @@
 //! fails the request it was running, is restarted, and the next requests are served.
 //!
 //! Config: `[parameters] python = "/path/to/venv/bin/python"` (the model's own interpreter and
-//! requirements; default: the server's `--python`). Inputs and outputs come from config.toml,
-//! or from the model (`signature()` method, or the scikit-learn built-in).
+//! requirements; default: the server's `--python`), `call_timeout_ms` (default 60000: a call
+//! that takes longer kills its worker, which is replaced, and fails the request). Inputs and
+//! outputs come from config.toml, or from the model (`signature()` method, or the
+//! scikit-learn built-in).
 
+mod watchdog;
 mod wire;
 mod worker;
 
@@ -19,9 +22,13 @@ use inferd_core::{
     Backend, BackendError, Instances, LoadedModel, ModelConfig, ModelSignature, Tensor, TensorSpec,
 };
 
+use watchdog::Watchdog;
 use worker::{CallError, Worker};
 
 const MODEL_FILES: &[&str] = &["model.py", "model.joblib", "model.pkl"];
+
+/// How long a call may take unless `[parameters] call_timeout_ms` says otherwise.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct PythonBackend {
     python: PathBuf,
@@ -62,6 +69,19 @@ impl Backend for PythonBackend {
             Some(p) => PathBuf::from(p),
             None => self.python.clone(),
         };
+        let timeout = match config.parameter("call_timeout_ms") {
+            None => DEFAULT_CALL_TIMEOUT,
+            Some(ms) => ms
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+                .ok_or_else(|| {
+                    fail(format!(
+                        "parameters.call_timeout_ms must be a positive number of milliseconds, not '{ms}'"
+                    ))
+                })?,
+        };
         let instances = config.instance_count.unwrap_or(1).max(1) as usize;
         let mut workers = Vec::with_capacity(instances);
         let mut declared = None;
@@ -76,12 +96,20 @@ impl Backend for PythonBackend {
         }
         let workers = Instances::new(workers).ok_or_else(|| fail("no worker".into()))?;
         let signature = signature(config, declared).map_err(fail)?;
+        let name = version_dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let watchdog = Watchdog::start(&name).map_err(fail)?;
         tracing::debug!(dir = %version_dir.display(), ?signature, instances, "Python model ready");
         Ok(Box::new(PythonModel {
             workers,
             python,
             version_dir: version_dir.to_path_buf(),
             signature,
+            watchdog,
+            timeout,
         }))
     }
 }
@@ -129,6 +157,14 @@ struct PythonModel {
     python: PathBuf,
     version_dir: PathBuf,
     signature: ModelSignature,
+    watchdog: Watchdog,
+    timeout: Duration,
+}
+
+impl Drop for PythonModel {
+    fn drop(&mut self) {
+        self.watchdog.stop();
+    }
 }
 
 /// One instance's worker, and how soon it may be started again.
@@ -187,6 +223,11 @@ impl LoadedModel for PythonModel {
         &self.signature
     }
 
+    /// Calls wait on a worker process: never on an async worker thread.
+    fn may_run_inline(&self) -> bool {
+        false
+    }
+
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let mut slot = self.workers.take();
         let worker = slot.ensure(self).map_err(|e| {
@@ -199,8 +240,25 @@ impl LoadedModel for PythonModel {
             .map(|s| s.name.as_str())
             .zip(&inputs)
             .collect();
-        let outputs = match worker.call(&named) {
+        let outputs = match worker.call(&named, &self.watchdog, self.timeout) {
             Ok(outputs) => outputs,
+            Err(CallError::TimedOut) => {
+                tracing::error!(
+                    dir = %self.version_dir.display(),
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "Python worker did not answer in time; killed"
+                );
+                slot.died();
+                let restarted = match slot.ensure(self) {
+                    Ok(_) => "a new worker was started".to_string(),
+                    Err(e) => format!("no new worker was started: {e}"),
+                };
+                return Err(BackendError::Inference(format!(
+                    "the Python worker did not answer within {} ms (parameters.call_timeout_ms) \
+                     and was killed; {restarted}",
+                    self.timeout.as_millis()
+                )));
+            }
             Err(CallError::Model(error)) => {
                 return Err(BackendError::Inference(format!(
                     "the Python model raised:\n{error}"

@@ -2,20 +2,45 @@
 
 use std::io::{Read, Write};
 
-use inferd_core::{DataType, Tensor, TensorData};
-
-pub fn write_message(out: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| std::io::Error::other("a message over 4 GiB cannot go to the worker"))?;
-    out.write_all(&len.to_le_bytes())?;
-    out.write_all(payload)?;
-    out.flush()
-}
+use bytes::Bytes;
+use inferd_core::{DataType, Tensor};
 
 /// Largest answer accepted from a worker; anything bigger means the stream is corrupt.
 const MAX_MESSAGE: usize = 1 << 31;
 
-pub fn read_message(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
+/// Writes one request: the tensors' headers, then each tensor's bytes straight from its chunks.
+pub fn write_tensors(out: &mut impl Write, tensors: &[(&str, &Tensor)]) -> std::io::Result<()> {
+    let mut heads = Vec::with_capacity(tensors.len());
+    let mut total = 4;
+    for (name, tensor) in tensors {
+        let mut head = Vec::with_capacity(64);
+        head.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        head.extend_from_slice(name.as_bytes());
+        let datatype = tensor.datatype().as_str();
+        head.push(datatype.len() as u8);
+        head.extend_from_slice(datatype.as_bytes());
+        head.push(tensor.shape().len() as u8);
+        for d in tensor.shape() {
+            head.extend_from_slice(&(*d as u64).to_le_bytes());
+        }
+        head.extend_from_slice(&(tensor.byte_len() as u64).to_le_bytes());
+        total += head.len() + tensor.byte_len();
+        heads.push(head);
+    }
+    let total = u32::try_from(total)
+        .map_err(|_| std::io::Error::other("a message over 4 GiB cannot go to the worker"))?;
+    out.write_all(&total.to_le_bytes())?;
+    out.write_all(&(tensors.len() as u32).to_le_bytes())?;
+    for (head, (_, tensor)) in heads.iter().zip(tensors) {
+        out.write_all(head)?;
+        for chunk in tensor.chunks() {
+            out.write_all(chunk)?;
+        }
+    }
+    out.flush()
+}
+
+pub fn read_message(input: &mut impl Read) -> std::io::Result<Bytes> {
     let mut len = [0u8; 4];
     input.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
@@ -26,58 +51,39 @@ pub fn read_message(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
     }
     let mut payload = vec![0u8; len];
     input.read_exact(&mut payload)?;
-    Ok(payload)
+    Ok(Bytes::from(payload))
 }
 
-pub fn encode(tensors: &[(&str, &Tensor)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(tensors.len() as u32).to_le_bytes());
-    for (name, tensor) in tensors {
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        let datatype = tensor.datatype().as_str();
-        out.push(datatype.len() as u8);
-        out.extend_from_slice(datatype.as_bytes());
-        out.push(tensor.shape().len() as u8);
-        for d in tensor.shape() {
-            out.extend_from_slice(&(*d as u64).to_le_bytes());
-        }
-        out.extend_from_slice(&(tensor.data().le_byte_len() as u64).to_le_bytes());
-        tensor.data().write_le_bytes(&mut out);
-    }
-    out
-}
-
-/// Reads what `encode` (or the worker's encoder) wrote; every length is checked.
-pub fn decode(payload: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
-    let mut at = payload;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        if at.len() < n {
+/// Reads what the worker's encoder wrote; every length is checked. The tensors are slices of
+/// `payload`, not copies.
+pub fn decode(payload: &Bytes) -> Result<Vec<(String, Tensor)>, String> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<Bytes, String> {
+        if payload.len() - at < n {
             return Err("the worker's answer is truncated".into());
         }
-        let (head, rest) = at.split_at(n);
-        at = rest;
-        Ok(head)
+        at += n;
+        Ok(payload.slice(at - n..at))
     };
     let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-    let count = u32::from_le_bytes(take(4)?.try_into().unwrap_or([0; 4]));
-    let mut tensors = Vec::with_capacity(count as usize);
+    let count = u32::from_le_bytes(take(4)?[..].try_into().unwrap_or([0; 4]));
+    let mut tensors = Vec::with_capacity(count.min(1024) as usize);
     for _ in 0..count {
-        let n = u16::from_le_bytes(take(2)?.try_into().unwrap_or([0; 2])) as usize;
-        let name = String::from_utf8_lossy(take(n)?).into_owned();
+        let n = u16::from_le_bytes(take(2)?[..].try_into().unwrap_or([0; 2])) as usize;
+        let name = String::from_utf8_lossy(&take(n)?).into_owned();
         let n = take(1)?[0] as usize;
-        let datatype: DataType = std::str::from_utf8(take(n)?)
+        let datatype: DataType = std::str::from_utf8(&take(n)?)
             .map_err(|e| e.to_string())?
             .parse()
             .map_err(|e| format!("output '{name}': {e}"))?;
         let rank = take(1)?[0] as usize;
         let shape = (0..rank)
-            .map(|_| take(8).map(|b| u64_at(b) as usize))
+            .map(|_| take(8).map(|b| u64_at(&b) as usize))
             .collect::<Result<Vec<_>, _>>()?;
-        let size = take(8).map(u64_at)? as usize;
-        let data = TensorData::from_le_bytes(datatype, take(size)?)
+        let size = usize::try_from(u64_at(&take(8)?)).map_err(|e| e.to_string())?;
+        let data = take(size)?;
+        let tensor = Tensor::from_wire(datatype, shape, vec![data])
             .map_err(|e| format!("output '{name}': {e}"))?;
-        let tensor = Tensor::new(shape, data).map_err(|e| format!("output '{name}': {e}"))?;
         tensors.push((name, tensor));
     }
     Ok(tensors)
@@ -86,6 +92,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use inferd_core::TensorData;
 
     #[test]
     fn tensors_round_trip() {
@@ -95,9 +102,11 @@ mod tests {
             TensorData::Bytes(vec![b"x".to_vec(), b"yz".to_vec()]),
         )
         .unwrap();
-        let encoded = encode(&[("a", &a), ("b", &b)]);
-        let decoded = decode(&encoded).unwrap();
+        let mut message = Vec::new();
+        write_tensors(&mut message, &[("a", &a), ("b", &b)]).unwrap();
+        let payload = read_message(&mut &message[..]).unwrap();
+        let decoded = decode(&payload).unwrap();
         assert_eq!(decoded, vec![("a".to_string(), a), ("b".to_string(), b)]);
-        assert!(decode(&encoded[..encoded.len() - 1]).is_err());
+        assert!(decode(&payload.slice(..payload.len() - 1)).is_err());
     }
 }

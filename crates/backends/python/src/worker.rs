@@ -6,9 +6,12 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use std::time::Duration;
+
 use inferd_core::Tensor;
 use serde::Deserialize;
 
+use crate::watchdog::Watchdog;
 use crate::wire;
 
 const SCRIPT: &str = include_str!("worker.py");
@@ -34,6 +37,8 @@ pub enum CallError {
     Model(String),
     /// The worker is gone (crashed, killed); the text says how it ended.
     Died(String),
+    /// The worker did not answer in time and was killed.
+    TimedOut,
 }
 
 pub struct Worker {
@@ -83,7 +88,7 @@ impl Worker {
                 ));
             }
         };
-        let hello: Hello = serde_json::from_slice(&hello)
+        let hello: Hello = serde_json::from_slice(&hello[..])
             .map_err(|e| format!("the Python worker said something unexpected: {e}"))?;
         if !hello.ok {
             return Err(format!("the Python model failed to load:\n{}", hello.error));
@@ -91,14 +96,30 @@ impl Worker {
         Ok((worker, hello.signature))
     }
 
-    pub fn call(&mut self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>, CallError> {
-        let sent = wire::write_message(&mut self.stdin, &wire::encode(inputs));
+    /// One request; `watchdog` kills the worker when it takes longer than `timeout`.
+    pub fn call(
+        &mut self,
+        inputs: &[(&str, &Tensor)],
+        watchdog: &Watchdog,
+        timeout: Duration,
+    ) -> Result<Vec<(String, Tensor)>, CallError> {
+        let armed = watchdog.arm(self.pid(), timeout);
+        let sent = wire::write_tensors(&mut self.stdin, inputs);
         let answer = sent.and_then(|()| wire::read_message(&mut self.stdout));
-        let answer = answer.map_err(|_| CallError::Died(self.ended()))?;
-        match answer.split_first() {
-            Some((0, tensors)) => wire::decode(tensors).map_err(CallError::Model),
-            Some((_, error)) => Err(CallError::Model(
-                String::from_utf8_lossy(error).into_owned(),
+        let timed_out = armed.disarm();
+        let answer = match answer {
+            Ok(_) if timed_out => return Err(CallError::TimedOut),
+            Ok(answer) => answer,
+            Err(_) if timed_out => {
+                self.ended();
+                return Err(CallError::TimedOut);
+            }
+            Err(_) => return Err(CallError::Died(self.ended())),
+        };
+        match answer.first() {
+            Some(0) => wire::decode(&answer.slice(1..)).map_err(CallError::Model),
+            Some(_) => Err(CallError::Model(
+                String::from_utf8_lossy(&answer[1..]).into_owned(),
             )),
             None => Err(CallError::Model("the worker sent an empty answer".into())),
         }
@@ -119,8 +140,27 @@ impl Worker {
 }
 
 impl Drop for Worker {
+    /// Kills the process; it is reaped on a thread of its own, so that dropping a worker (a
+    /// model unloaded from an async task) never waits for a process to exit.
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id();
+        let reaped = std::thread::Builder::new()
+            .name("inferd-py-reap".into())
+            .spawn(move || {
+                // SAFETY: waits for our own child, whose handle is gone with this worker.
+                unsafe {
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+            });
+        if reaped.is_err() {
+            tracing::warn!(
+                pid,
+                "cannot start a thread to reap a Python worker; it stays a zombie"
+            );
+        }
     }
 }

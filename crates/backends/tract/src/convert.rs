@@ -41,74 +41,79 @@ pub fn data_type(dt: DatumType) -> Option<DataType> {
     })
 }
 
-pub fn to_tract(tensor: Tensor) -> Result<TractTensor, String> {
-    let (shape, data) = tensor.into_parts();
-    let t = match data {
-        TensorData::Bool(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::U8(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::U16(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::U32(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::U64(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::I8(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::I16(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::I32(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::I64(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::F16(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::F32(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::F64(v) => TractTensor::from_shape(&shape, &v),
-        TensorData::BF16(_) => return Err("BF16 is not supported by the tract backend".into()),
-        TensorData::Bytes(v) => {
-            let strings = v
-                .into_iter()
+/// The one copy on the way in: the request's bytes into tract's aligned storage.
+pub fn to_tract(tensor: &Tensor) -> Result<TractTensor, String> {
+    let shape = tensor.shape();
+    match tensor.datatype() {
+        DataType::BF16 => Err("BF16 is not supported by the tract backend".into()),
+        DataType::Bytes => {
+            let strings = tensor
+                .byte_elements()
                 .enumerate()
                 .map(|(i, b)| {
-                    String::from_utf8(b)
+                    String::from_utf8(b.to_vec())
                         .map_err(|_| format!("BYTES element {i} is not valid UTF-8 text"))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            return tract_ndarray::ArrayD::from_shape_vec(shape, strings)
+            tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), strings)
                 .map(TractTensor::from)
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())
         }
-    };
-    t.map_err(|e| format!("{e:#}"))
+        // Any byte but 0 or 1 is not a bool: decoded, not copied.
+        DataType::Bool => match tensor.data() {
+            TensorData::Bool(v) => TractTensor::from_shape(shape, &v).map_err(|e| format!("{e:#}")),
+            _ => Err("BOOL data is malformed".into()),
+        },
+        dt => {
+            let datum = datum_type(dt).ok_or_else(|| format!("{dt} is not supported by tract"))?;
+            // SAFETY: every byte of the new tensor is written by `copy_to` before it is read,
+            // and every bit pattern is a valid value of these numeric types.
+            let mut t = unsafe { TractTensor::uninitialized_dt(datum, shape) }
+                .map_err(|e| format!("{e:#}"))?;
+            tensor.copy_to(t.as_bytes_mut())?;
+            Ok(t)
+        }
+    }
 }
 
-pub fn from_tract(t: &TractTensor) -> Result<Tensor, String> {
-    fn slice<T: tract_onnx::prelude::Datum + Clone>(t: &TractTensor) -> Result<Vec<T>, String> {
-        let view = t.try_as_plain_ram().map_err(|e| format!("{e:#}"))?;
-        view.as_slice::<T>()
-            .map(|s| s.to_vec())
-            .map_err(|e| format!("{e:#}"))
+/// A tract output tensor owned by a buffer, so outputs leave without a copy.
+struct Plain(TractTensor);
+
+impl AsRef<[u8]> for Plain {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
-    let data = match t.datum_type() {
-        DatumType::Bool => TensorData::Bool(slice(t)?),
-        DatumType::U8 => TensorData::U8(slice(t)?),
-        DatumType::U16 => TensorData::U16(slice(t)?),
-        DatumType::U32 => TensorData::U32(slice(t)?),
-        DatumType::U64 => TensorData::U64(slice(t)?),
-        DatumType::I8 => TensorData::I8(slice(t)?),
-        DatumType::I16 => TensorData::I16(slice(t)?),
-        DatumType::I32 => TensorData::I32(slice(t)?),
-        DatumType::I64 => TensorData::I64(slice(t)?),
-        DatumType::F16 => TensorData::F16(slice(t)?),
-        DatumType::F32 => TensorData::F32(slice(t)?),
-        DatumType::F64 => TensorData::F64(slice(t)?),
-        DatumType::String => TensorData::Bytes(
-            slice::<String>(t)?
-                .into_iter()
-                .map(String::into_bytes)
-                .collect(),
-        ),
+}
+
+pub fn from_tract(t: TractTensor) -> Result<Tensor, String> {
+    let shape = t.shape().to_vec();
+    match t.datum_type() {
+        DatumType::String => {
+            let view = t.try_as_plain_ram().map_err(|e| format!("{e:#}"))?;
+            let strings = view
+                .as_slice::<String>()
+                .map_err(|e| format!("{e:#}"))?
+                .iter()
+                .map(|s| s.clone().into_bytes())
+                .collect();
+            Tensor::new(shape, TensorData::Bytes(strings))
+        }
         DatumType::TDim => {
-            let cast = t.cast_to::<i64>().map_err(|e| format!("{e:#}"))?;
-            TensorData::I64(slice(&cast)?)
+            let cast = t
+                .cast_to::<i64>()
+                .map_err(|e| format!("{e:#}"))?
+                .into_owned();
+            from_tract(cast)
         }
         other => {
-            return Err(format!(
-                "tract produced {other:?}, which has no protocol datatype"
-            ));
+            let dt = data_type(other)
+                .filter(|dt| *dt != DataType::Bytes)
+                .ok_or_else(|| {
+                    format!("tract produced {other:?}, which has no protocol datatype")
+                })?;
+            // Owned, plain memory: its bytes are the wire form on a little-endian host.
+            t.try_as_plain_ram().map_err(|e| format!("{e:#}"))?;
+            Tensor::from_wire(dt, shape, vec![bytes::Bytes::from_owner(Plain(t))])
         }
-    };
-    Tensor::new(t.shape().to_vec(), data)
+    }
 }

@@ -94,7 +94,7 @@ impl LoadedModel for TractModel {
 
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let inputs = inputs
-            .into_iter()
+            .iter()
             .zip(&self.signature.inputs)
             .map(|(t, spec)| {
                 convert::to_tract(t)
@@ -107,12 +107,30 @@ impl LoadedModel for TractModel {
             .run(inputs)
             .map_err(|e| BackendError::Inference(format!("{e:#}")))?;
         outputs
-            .iter()
+            .into_iter()
             .zip(&self.signature.outputs)
             .map(|(t, spec)| {
-                convert::from_tract(t)
+                convert::from_tract(t.into_tensor())
                     .map_err(|e| BackendError::Inference(format!("output '{}': {e}", spec.name)))
             })
             .collect()
+    }
+
+    /// tract keeps strings as Rust `String`s: BYTES inputs must be UTF-8 text, checked per
+    /// request so one bad request cannot fail the batch it would have joined.
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), String> {
+        for (tensor, spec) in inputs.iter().zip(&self.signature.inputs) {
+            if let Some(i) = tensor
+                .byte_elements()
+                .position(|e| std::str::from_utf8(e).is_err())
+            {
+                return Err(format!(
+                    "input '{}': BYTES element {i} is not valid UTF-8 text, which model inputs of \
+                     string type need",
+                    spec.name
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -103,10 +103,10 @@ impl LoadedModel for TreeModel {
             .next()
             .ok_or_else(|| BackendError::Inference("no input".into()))?;
         let rows = input.shape().first().copied().unwrap_or(0);
-        let TensorData::F32(data) = input.data() else {
+        let Some(data) = input.to_slice::<f32>() else {
             return Err(BackendError::Inference("input must be FP32".into()));
         };
-        let values = self.forest.predict(data);
+        let values = self.forest.predict(&data);
         let shape = if self.forest.groups > 1 {
             vec![rows, self.forest.groups]
         } else {

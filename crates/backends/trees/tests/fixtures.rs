@@ -34,10 +34,7 @@ fn every_tree_fixture_matches_its_library() {
             let want = &expected.outputs["predictions"];
             assert_eq!(output.shape()[0], batch, "{name}");
             assert_eq!(output.shape()[1..], want.shape[1..], "{name}");
-            let want: Vec<f64> = want.data[..output.data().len()]
-                .iter()
-                .map(number)
-                .collect();
+            let want: Vec<f64> = want.data[..output.len()].iter().map(number).collect();
             for (i, (g, w)) in as_f64(output).iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-5 + 1e-6 * w.abs(),

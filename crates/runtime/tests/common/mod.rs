@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use inferd_core::{NamedTensor, Tensor, TensorData};
+use inferd_runtime::{
+    InferRequest, InferResponse, Protocol, RequestContext, Runtime, RuntimeError, Target,
+};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -36,4 +39,17 @@ pub fn iris_input(rows: usize) -> NamedTensor {
         name: "X".into(),
         tensor,
     }
+}
+
+/// One request to `model` (the router picks the version unless `version` names one).
+pub async fn infer(
+    runtime: &Runtime,
+    model: &str,
+    version: Option<&str>,
+    request: InferRequest,
+) -> Result<InferResponse, RuntimeError> {
+    let context = RequestContext::new(Protocol::Grpc);
+    runtime
+        .infer(&Target::new(model, version), request, &context)
+        .await
 }

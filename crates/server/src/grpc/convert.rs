@@ -1,16 +1,16 @@
 //! gRPC wire messages to the runtime's request and back. Validation against the model lives in
 //! the runtime, shared with HTTP; this layer only decodes tensors.
 
-use bytes::Bytes;
-use inferd_core::{DataType, NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire};
-use inferd_runtime::{InferRequest, InferResponse, Parameter, Parameters};
-use tonic::Status;
+use inferd_core::{DataType, NamedTensor, Tensor, TensorData, dims_from_wire};
+use inferd_runtime::{InferRequest, InferResponse, Parameter, Parameters, RequestContext};
 
-use super::pb::{self, infer_parameter::ParameterChoice};
+use crate::ApiError;
+use crate::pb::{self, infer_parameter::ParameterChoice};
+use crate::pipeline::Decoded;
 
 fn parameters(
     wire: std::collections::HashMap<String, pb::InferParameter>,
-) -> Result<Parameters, Status> {
+) -> Result<Parameters, ApiError> {
     wire.into_iter()
         .map(|(key, value)| {
             let p = match value.parameter_choice {
@@ -20,7 +20,7 @@ fn parameters(
                 Some(ParameterChoice::DoubleParam(d)) => Parameter::Double(d),
                 Some(ParameterChoice::StringParam(s)) => Parameter::String(s),
                 None => {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(ApiError::bad_request(format!(
                         "parameter '{key}' has no value"
                     )));
                 }
@@ -66,42 +66,42 @@ fn typed(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, String>
     })
 }
 
-fn raw(dt: DataType, shape: &[usize], bytes: &Bytes) -> Result<TensorData, String> {
-    check_binary_len(dt, shape, bytes.len())
-        .map_err(|e| format!("raw contents are {} bytes but {e}", bytes.len()))?;
-    TensorData::from_le_bytes(dt, bytes)
-}
-
-/// The runtime request, and whether the client sent raw contents (answered in kind).
-pub fn request(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), Status> {
+/// The runtime request, its id, and whether the client sent raw contents (answered in kind).
+pub fn request(wire: pb::ModelInferRequest) -> Result<Decoded<bool>, ApiError> {
     let use_raw = !wire.raw_input_contents.is_empty();
     if use_raw && wire.raw_input_contents.len() != wire.inputs.len() {
-        return Err(Status::invalid_argument(format!(
+        return Err(ApiError::bad_request(format!(
             "raw_input_contents has {} entries but the request has {} inputs; give one per input, in input order",
             wire.raw_input_contents.len(),
             wire.inputs.len()
         )));
     }
     let mut inputs = Vec::with_capacity(wire.inputs.len());
-    for (ix, input) in wire.inputs.into_iter().enumerate() {
-        let fail = |m: String| Status::invalid_argument(format!("input '{}': {m}", input.name));
+    let mut raw = wire.raw_input_contents.into_iter();
+    for input in wire.inputs {
+        let fail = |m: String| ApiError::bad_request(format!("input '{}': {m}", input.name));
         let dt: DataType = input.datatype.parse().map_err(|e| fail(format!("{e}")))?;
         let shape = dims_from_wire(&input.shape).map_err(fail)?;
-        let data = match (use_raw, input.contents) {
-            (true, Some(_)) => {
+        let tensor = match (raw.next(), input.contents) {
+            (Some(_), Some(_)) => {
                 return Err(fail(
                     "has typed contents but the request also uses raw_input_contents".into(),
                 ));
             }
-            (true, None) => raw(dt, &shape, &wire.raw_input_contents[ix]).map_err(fail)?,
-            (false, Some(contents)) => typed(dt, contents).map_err(fail)?,
-            (false, None) => {
+            (Some(bytes), None) => {
+                let len = bytes.len();
+                Tensor::from_wire(dt, shape, vec![bytes])
+                    .map_err(|e| fail(format!("raw contents are {len} bytes: {e}")))?
+            }
+            (None, Some(contents)) => {
+                Tensor::new(shape, typed(dt, contents).map_err(fail)?).map_err(fail)?
+            }
+            (None, None) => {
                 return Err(fail(
                     "has no contents and the request has no raw_input_contents".into(),
                 ));
             }
         };
-        let tensor = Tensor::new(shape, data).map_err(fail)?;
         inputs.push(NamedTensor {
             name: input.name,
             tensor,
@@ -113,7 +113,7 @@ pub fn request(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), Stat
         let mut names = Vec::with_capacity(wire.outputs.len());
         for output in wire.outputs {
             if output.parameters.contains_key("classification") {
-                return Err(Status::invalid_argument(format!(
+                return Err(ApiError::bad_request(format!(
                     "output '{}': the classification extension is not supported yet",
                     output.name
                 )));
@@ -123,13 +123,15 @@ pub fn request(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), Stat
         Some(names)
     };
     let request = InferRequest {
-        id: wire.id,
         parameters: parameters(wire.parameters)?,
         inputs,
         outputs,
-        trace: None,
     };
-    Ok((request, use_raw))
+    Ok(Decoded {
+        request,
+        id: wire.id,
+        format: use_raw,
+    })
 }
 
 fn contents(data: TensorData) -> pb::InferTensorContents {
@@ -153,9 +155,13 @@ fn contents(data: TensorData) -> pb::InferTensorContents {
     c
 }
 
-/// The wire response: raw contents when the request was raw, or when an output (FP16, BF16)
-/// has no typed field; typed contents otherwise.
-pub fn response(response: InferResponse, use_raw: bool) -> pb::ModelInferResponse {
+/// The wire response: raw contents (the backend's buffers) when the request was raw, or when an
+/// output (FP16, BF16) has no typed field; typed contents otherwise.
+pub fn response(
+    context: &RequestContext,
+    response: InferResponse,
+    use_raw: bool,
+) -> pb::ModelInferResponse {
     let use_raw = use_raw
         || response
             .outputs
@@ -164,24 +170,20 @@ pub fn response(response: InferResponse, use_raw: bool) -> pb::ModelInferRespons
     let mut wire = pb::ModelInferResponse {
         model_name: response.model_name,
         model_version: response.model_version.to_string(),
-        id: response.id,
+        id: context.response_id().to_string(),
         ..Default::default()
     };
     for NamedTensor { name, tensor } in response.outputs {
-        let datatype = tensor.datatype().as_str().to_string();
-        let (shape, data) = tensor.into_parts();
         let mut output = pb::model_infer_response::InferOutputTensor {
             name,
-            datatype,
-            shape: shape.iter().map(|d| *d as i64).collect(),
+            datatype: tensor.datatype().as_str().to_string(),
+            shape: tensor.shape().iter().map(|d| *d as i64).collect(),
             ..Default::default()
         };
         if use_raw {
-            let mut bytes = Vec::new();
-            data.write_le_bytes(&mut bytes);
-            wire.raw_output_contents.push(bytes);
+            wire.raw_output_contents.push(tensor.to_bytes());
         } else {
-            output.contents = Some(contents(data));
+            output.contents = Some(contents(tensor.data()));
         }
         wire.outputs.push(output);
     }
@@ -191,6 +193,7 @@ pub fn response(response: InferResponse, use_raw: bool) -> pb::ModelInferRespons
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use pb::model_infer_request::InferInputTensor;
 
     fn input(
@@ -227,11 +230,14 @@ mod tests {
             raw_input_contents: vec![Bytes::from_static(&[1, 0, 0xfe, 0xff])],
             ..Default::default()
         };
-        let (a, a_raw) = request(typed).unwrap();
-        let (b, b_raw) = request(raw).unwrap();
-        assert_eq!(a.inputs, b.inputs);
-        assert_eq!(a.inputs[0].tensor.data(), &TensorData::I16(vec![1, -2]));
-        assert!(!a_raw && b_raw);
+        let a = request(typed).unwrap();
+        let b = request(raw).unwrap();
+        assert_eq!(a.request.inputs, b.request.inputs);
+        assert_eq!(
+            a.request.inputs[0].tensor.data(),
+            TensorData::I16(vec![1, -2])
+        );
+        assert!(!a.format && b.format);
     }
 
     #[test]
@@ -248,12 +254,12 @@ mod tests {
             )],
             ..Default::default()
         };
-        let err = request(out_of_range).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let err = request(out_of_range).err().unwrap();
+        assert_eq!(err.kind, inferd_runtime::ErrorKind::InvalidArgument);
         assert!(
-            err.message().contains("input 'x'") && err.message().contains("300"),
+            err.message.contains("input 'x'") && err.message.contains("300"),
             "{}",
-            err.message()
+            err.message
         );
 
         let short_raw = pb::ModelInferRequest {
@@ -261,8 +267,8 @@ mod tests {
             raw_input_contents: vec![Bytes::from_static(&[0; 4])],
             ..Default::default()
         };
-        let err = request(short_raw).unwrap_err();
-        assert!(err.message().contains("needs 8"), "{}", err.message());
+        let err = request(short_raw).err().unwrap();
+        assert!(err.message.contains("needs 8"), "{}", err.message);
 
         let no_data = pb::ModelInferRequest {
             inputs: vec![input("x", "FP32", vec![1], None)],
@@ -270,8 +276,9 @@ mod tests {
         };
         assert!(
             request(no_data)
-                .unwrap_err()
-                .message()
+                .err()
+                .unwrap()
+                .message
                 .contains("has no contents")
         );
     }
@@ -280,7 +287,6 @@ mod tests {
     fn half_floats_force_raw_answers() {
         let tensor = Tensor::new(vec![1], TensorData::F16(vec![half::f16::ONE])).unwrap();
         let resp = InferResponse {
-            id: "a".into(),
             model_name: "m".into(),
             model_version: 1,
             outputs: vec![NamedTensor {
@@ -288,8 +294,13 @@ mod tests {
                 tensor,
             }],
         };
-        let wire = response(resp, false);
-        assert_eq!(wire.raw_output_contents, vec![vec![0x00, 0x3c]]);
+        let mut context = RequestContext::new(inferd_runtime::Protocol::Grpc);
+        context.set_id("a", String::new);
+        let wire = response(&context, resp, false);
+        assert_eq!(
+            wire.raw_output_contents,
+            vec![bytes::Bytes::from_static(&[0x00, 0x3c])]
+        );
         assert_eq!(wire.id, "a");
     }
 }

@@ -5,9 +5,7 @@ mod convert;
 mod count;
 mod health;
 mod limit;
-mod model_config;
 mod service;
-mod statistics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,12 +13,9 @@ use std::sync::Arc;
 use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 
+use crate::pb;
+use crate::pipeline::Pipeline;
 use crate::{Metrics, ServerConfig, Telemetry};
-
-#[allow(clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("inference");
-}
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish.
 pub async fn serve_grpc(
@@ -34,7 +29,14 @@ pub async fn serve_grpc(
     let limit = config.max_message_bytes;
     let config = Arc::new(config);
     let inference = pb::grpc_inference_service_server::GrpcInferenceServiceServer::new(
-        service::InferenceService::new(Arc::clone(&runtime), Arc::clone(&config), telemetry),
+        service::InferenceService::new(
+            Arc::clone(&runtime),
+            Arc::clone(&config),
+            Pipeline {
+                runtime: Arc::clone(&runtime),
+                telemetry,
+            },
+        ),
     )
     // Our own layer enforces the limit with RESOURCE_EXHAUSTED; tonic's would say OUT_OF_RANGE.
     .max_decoding_message_size(usize::MAX)

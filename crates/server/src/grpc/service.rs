@@ -2,41 +2,41 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
-use inferd_runtime::{ModelState, Runtime};
+use inferd_runtime::{ModelState, Protocol, Runtime, Target};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
-use super::pb::grpc_inference_service_server::GrpcInferenceService;
-use super::{convert, model_config, pb, statistics};
-use crate::Telemetry;
+use super::convert;
 use crate::config::{self, ServerConfig};
 use crate::error::grpc_status;
-use crate::metrics::code_name;
 use crate::model_control::{LoadParameter, config_override};
-use crate::telemetry::{self, Metadata};
+use crate::model_info::{ModelConfiguration, ModelMetadata, Statistics};
+use crate::pb;
+use crate::pb::grpc_inference_service_server::GrpcInferenceService;
+use crate::pipeline::Pipeline;
+use crate::telemetry::Metadata;
 
 /// Responses a stream may have waiting for the client before inference pauses.
 const STREAM_BUFFER: usize = 64;
 
+/// Requests of one stream in flight at once; beyond that the stream is not read (HTTP/2 flow
+/// control then holds the client back), so a client that pipelines without bound cannot make
+/// the server buffer without bound.
+pub const STREAM_IN_FLIGHT: usize = 128;
+
 pub struct InferenceService {
     runtime: Arc<Runtime>,
     config: Arc<ServerConfig>,
-    telemetry: Arc<Telemetry>,
+    pipeline: Pipeline,
 }
 
 impl InferenceService {
-    pub fn new(
-        runtime: Arc<Runtime>,
-        config: Arc<ServerConfig>,
-        telemetry: Arc<Telemetry>,
-    ) -> Self {
+    pub fn new(runtime: Arc<Runtime>, config: Arc<ServerConfig>, pipeline: Pipeline) -> Self {
         InferenceService {
             runtime,
             config,
-            telemetry,
+            pipeline,
         }
     }
 }
@@ -45,49 +45,24 @@ fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
-/// One inference, in a request span (its log lines carry the id) and, when sampled, a trace
-/// continuing the caller's `traceparent` metadata; answered in the access log.
+/// One inference through the front-end pipeline.
 async fn infer(
-    runtime: &Runtime,
-    telemetry: &Telemetry,
+    pipeline: &Pipeline,
     metadata: &tonic::metadata::MetadataMap,
     wire: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, Status> {
-    let started = Instant::now();
-    let (id, name) = (wire.id.clone(), wire.model_name.clone());
-    let span = telemetry.request_span("grpc", &name);
-    let id = telemetry.log_id(&span, &id);
-    let trace = telemetry.trace("grpc", &name, &Metadata(metadata));
-    let result = run(runtime, wire, trace.as_ref())
-        .instrument(span.clone())
-        .await;
-    let _entered = span.enter();
-    if telemetry.access_log() {
-        let (code, version) = match &result {
-            Ok(response) => (tonic::Code::Ok, response.model_version.as_str()),
-            Err(status) => (status.code(), ""),
-        };
-        telemetry.access(&id, &name, version, code_name(code), started.elapsed());
-    }
-    result
-}
-
-async fn run(
-    runtime: &Runtime,
-    wire: pb::ModelInferRequest,
-    trace: Option<&tracing::Span>,
-) -> Result<pb::ModelInferResponse, Status> {
-    let model = telemetry::within(telemetry::child(trace, "route"), || {
-        runtime.get(&wire.model_name, version(&wire.model_version))
-    })
-    .map_err(|e| grpc_status(&e))?;
-    let (mut request, raw) =
-        telemetry::within(telemetry::child(trace, "decode"), || convert::request(wire))?;
-    request.trace = trace.cloned();
-    let response = model.infer(request).await.map_err(|e| grpc_status(&e))?;
-    Ok(telemetry::within(telemetry::child(trace, "encode"), || {
-        convert::response(response, raw)
-    }))
+    let target = Target::new(wire.model_name.clone(), version(&wire.model_version));
+    let decode = async { convert::request(wire) };
+    pipeline
+        .infer(
+            Protocol::Grpc,
+            target,
+            &Metadata(metadata),
+            decode,
+            convert::response,
+        )
+        .await
+        .map_err(Status::from)
 }
 
 /// A stream error answered in the stream: the error text, and the request's id and model so
@@ -133,7 +108,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = request.get_ref();
-        let ready = self.runtime.get(&r.name, version(&r.version)).is_ok();
+        let ready = self.runtime.describe(&r.name, version(&r.version)).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -153,15 +128,11 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = request.get_ref();
-        let model = self
+        let view = self
             .runtime
-            .get(&r.name, version(&r.version))
+            .describe(&r.name, version(&r.version))
             .map_err(|e| grpc_status(&e))?;
-        let versions = self.runtime.ready_versions(&r.name);
-        Ok(Response::new(model_config::metadata(
-            model.spec(),
-            &versions,
-        )))
+        Ok(Response::new(ModelMetadata::of(&view).into()))
     }
 
     async fn model_infer(
@@ -169,7 +140,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (metadata, _, wire) = request.into_parts();
-        infer(&self.runtime, &self.telemetry, &metadata, wire)
+        infer(&self.pipeline, &metadata, wire)
             .await
             .map(Response::new)
     }
@@ -177,18 +148,26 @@ impl GrpcInferenceService for InferenceService {
     type ModelStreamInferStream = InferStream;
 
     /// Each request is answered by one response, in completion order, carrying its id; a bad
-    /// request is answered with `error_message` and the stream goes on.
+    /// request is answered with `error_message` and the stream goes on. At most
+    /// [`STREAM_IN_FLIGHT`] requests of a stream run at once.
     async fn model_stream_infer(
         &self,
         request: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let (metadata, _, mut inbound) = request.into_parts();
         let metadata = Arc::new(metadata);
-        let runtime = Arc::clone(&self.runtime);
-        let telemetry = Arc::clone(&self.telemetry);
+        let pipeline = self.pipeline.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
         tokio::spawn(async move {
-            while let Some(next) = inbound.next().await {
+            loop {
+                // A slot before the next message is read: back-pressure, not buffering.
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                let Some(next) = inbound.next().await else {
+                    return;
+                };
                 let wire = match next {
                     Ok(wire) => wire,
                     // The transport failed or a message broke the limit: end the stream with it.
@@ -197,19 +176,15 @@ impl GrpcInferenceService for InferenceService {
                         return;
                     }
                 };
-                let (runtime, telemetry, metadata, tx) = (
-                    Arc::clone(&runtime),
-                    Arc::clone(&telemetry),
-                    Arc::clone(&metadata),
-                    tx.clone(),
-                );
+                let (pipeline, metadata, tx) =
+                    (pipeline.clone(), Arc::clone(&metadata), tx.clone());
                 tokio::spawn(async move {
                     let (id, name, version) = (
                         wire.id.clone(),
                         wire.model_name.clone(),
                         wire.model_version.clone(),
                     );
-                    let answer = match infer(&runtime, &telemetry, &metadata, wire).await {
+                    let answer = match infer(&pipeline, &metadata, wire).await {
                         Ok(response) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),
@@ -217,6 +192,7 @@ impl GrpcInferenceService for InferenceService {
                         Err(status) => stream_error(&status, id, name, version),
                     };
                     let _ = tx.send(Ok(answer)).await;
+                    drop(slot);
                 });
             }
         });
@@ -230,12 +206,12 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = request.get_ref();
-        let model = self
+        let view = self
             .runtime
-            .get(&r.name, version(&r.version))
+            .describe(&r.name, version(&r.version))
             .map_err(|e| grpc_status(&e))?;
         Ok(Response::new(pb::ModelConfigResponse {
-            config: Some(model_config::config(model.spec())),
+            config: Some(ModelConfiguration::of(&view.spec).into()),
         }))
     }
 
@@ -248,7 +224,7 @@ impl GrpcInferenceService for InferenceService {
             .runtime
             .statistics(Some(&r.name), version(&r.version))
             .map_err(|e| grpc_status(&e))?;
-        Ok(Response::new(statistics::response(&rows)))
+        Ok(Response::new(Statistics::of(&rows).into()))
     }
 
     async fn repository_index(

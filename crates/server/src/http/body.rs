@@ -1,58 +1,48 @@
+//! Reading request bodies (already capped by the limit layer) as the frames they arrived in.
+
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
+use inferd_runtime::ErrorKind;
 
+use super::limit::TooLarge;
 use crate::ApiError;
 
-/// How much of an oversize body is read and thrown away so the client, which is usually still
-/// sending, gets the 413 instead of a connection reset. Beyond this the connection is dropped.
-const DRAIN_LIMIT: usize = 256 << 20;
-
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than the limit of {limit} bytes (--max-request-size)"),
-    )
+/// The body's frames, in order, as they arrived (not joined: tensors are sliced from them).
+pub async fn frames(mut body: Body) -> Result<Vec<Bytes>, ApiError> {
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(read_error)?;
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            frames.push(data);
+        }
+    }
+    Ok(frames)
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
-pub async fn read(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut over = declared.is_some_and(|n| n > limit as u64);
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let (mut kept, mut drained) = (0usize, 0usize);
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if !over && kept + data.len() <= limit {
-            kept += data.len();
-            chunks.push(data);
-            continue;
-        }
-        over = true;
-        chunks.clear();
-        drained += data.len();
-        if drained > DRAIN_LIMIT {
-            break;
-        }
-    }
-    if over {
-        return Err(too_large(limit));
-    }
-    Ok(match chunks.len() {
+/// The whole body in one buffer (control requests: small JSON documents).
+pub async fn read(body: Body) -> Result<Bytes, ApiError> {
+    let mut frames = frames(body).await?;
+    Ok(match frames.len() {
         0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
+        1 => frames.pop().unwrap_or_default(),
         _ => {
-            let mut all = BytesMut::with_capacity(kept);
-            chunks.iter().for_each(|c| all.extend_from_slice(c));
+            let mut all = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+            frames.iter().for_each(|f| all.extend_from_slice(f));
             all.freeze()
         }
     })
+}
+
+fn read_error(e: axum::Error) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(limit) = c.downcast_ref::<TooLarge>() {
+            return ApiError::new(ErrorKind::TooLarge, limit.to_string());
+        }
+        cause = c.source();
+    }
+    ApiError::bad_request(format!("could not read the request body: {e}"))
 }

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -25,7 +24,7 @@ fn settings(app: &AppState) -> Value {
     json!({
         "log_level": filter,
         "log_format": app.telemetry.logs().map_or("text", |l| l.format()),
-        "access_log": app.telemetry.access_log(),
+        "access_log": app.telemetry.access_log().is_on(),
         "log_info": at_least(&["info", "debug", "trace"]),
         "log_warning": at_least(&["warn", "info", "debug", "trace"]),
         "log_error": !at_least(&["off"]),
@@ -74,10 +73,9 @@ impl Update {
 
 pub async fn post(
     State(app): State<AppState>,
-    headers: HeaderMap,
     request_body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body::read(&headers, request_body, app.config.max_message_bytes).await?;
+    let body = body::read(request_body).await?;
     let update: Update = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed logging settings JSON: {e}")))?;
     if update.log_file.as_deref().is_some_and(|f| !f.is_empty()) {
@@ -103,7 +101,7 @@ pub async fn post(
         tracing::info!(log_level = %level, "log level changed");
     }
     if let Some(on) = update.access_log {
-        app.telemetry.set_access_log(on);
+        app.telemetry.access_log().set(on);
     }
     Ok(Json(settings(&app)))
 }

@@ -3,6 +3,7 @@
 mod body;
 mod health;
 mod infer;
+mod limit;
 mod logging;
 mod models;
 mod repository;
@@ -19,6 +20,7 @@ use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::pipeline::Pipeline;
 use crate::{Metrics, ServerConfig, Telemetry};
 
 #[derive(Clone)]
@@ -26,6 +28,7 @@ struct AppState {
     runtime: Arc<Runtime>,
     config: Arc<ServerConfig>,
     telemetry: Arc<Telemetry>,
+    pipeline: Pipeline,
 }
 
 pub fn router(
@@ -34,7 +37,12 @@ pub fn router(
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
 ) -> Router {
+    let limit = config.max_message_bytes;
     let state = AppState {
+        pipeline: Pipeline {
+            runtime: Arc::clone(&runtime),
+            telemetry: Arc::clone(&telemetry),
+        },
         runtime,
         config: Arc::new(config),
         telemetry,
@@ -76,7 +84,8 @@ pub fn router(
             "/v2/repository/models/{model}/unload",
             post(repository::unload),
         )
-        // Bodies are read by `body::read` with a limit of our own, answered in the protocol's shape.
+        // The limit layer caps bodies; readers answer 413 in the protocol's shape.
+        .layer(middleware::from_fn_with_state(limit, limit::cap_body))
         .layer(DefaultBodyLimit::disable())
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(metrics, count))

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::ApiError;
-use crate::v2::{model_config, statistics};
+use crate::model_info::{ModelConfiguration, ModelMetadata, Statistics};
 
 /// `{model}` and the optional `{version}` of a model route.
 #[derive(Deserialize)]
@@ -18,18 +18,17 @@ pub struct ModelPath {
 pub async fn metadata(
     State(app): State<AppState>,
     Path(p): Path<ModelPath>,
-) -> Result<Json<Value>, ApiError> {
-    let model = app.runtime.get(&p.model, p.version.as_deref())?;
-    let versions = app.runtime.ready_versions(&p.model);
-    Ok(Json(model_config::metadata(model.spec(), &versions)))
+) -> Result<Json<ModelMetadata>, ApiError> {
+    let view = app.runtime.describe(&p.model, p.version.as_deref())?;
+    Ok(Json(ModelMetadata::of(&view)))
 }
 
 pub async fn config(
     State(app): State<AppState>,
     Path(p): Path<ModelPath>,
-) -> Result<Json<Value>, ApiError> {
-    let model = app.runtime.get(&p.model, p.version.as_deref())?;
-    Ok(Json(model_config::config(model.spec())))
+) -> Result<Json<ModelConfiguration>, ApiError> {
+    let view = app.runtime.describe(&p.model, p.version.as_deref())?;
+    Ok(Json(ModelConfiguration::of(&view.spec)))
 }
 
 /// 200 when ready, 404 for an unknown model or version, 400 when it exists but cannot serve.
@@ -37,9 +36,9 @@ pub async fn ready(
     State(app): State<AppState>,
     Path(p): Path<ModelPath>,
 ) -> Result<Json<Value>, ApiError> {
-    match app.runtime.get(&p.model, p.version.as_deref()) {
-        Ok(model) => Ok(Json(
-            json!({ "name": p.model, "version": model.spec().version.to_string(), "ready": true }),
+    match app.runtime.describe(&p.model, p.version.as_deref()) {
+        Ok(view) => Ok(Json(
+            json!({ "name": p.model, "version": view.spec.version.to_string(), "ready": true }),
         )),
         Err(e) if e.kind() == inferd_runtime::ErrorKind::Unavailable => {
             Err(ApiError::bad_request(e.to_string()))
@@ -52,15 +51,15 @@ pub async fn ready(
 pub async fn stats(
     State(app): State<AppState>,
     Path(p): Path<ModelPath>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Statistics>, ApiError> {
     let rows = app
         .runtime
         .statistics(Some(&p.model), p.version.as_deref())?;
-    Ok(Json(statistics::statistics(&rows)))
+    Ok(Json(Statistics::of(&rows)))
 }
 
 /// `GET /v2/models/stats`: every loaded model version.
-pub async fn stats_all(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn stats_all(State(app): State<AppState>) -> Result<Json<Statistics>, ApiError> {
     let rows = app.runtime.statistics(None, None)?;
-    Ok(Json(statistics::statistics(&rows)))
+    Ok(Json(Statistics::of(&rows)))
 }

@@ -1,7 +1,6 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,10 +18,9 @@ struct IndexRequest {
 /// only the ready ones. The body is optional.
 pub async fn index(
     State(app): State<AppState>,
-    headers: HeaderMap,
     request_body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body::read(&headers, request_body, app.config.max_message_bytes).await?;
+    let body = body::read(request_body).await?;
     let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
     } else {
@@ -51,12 +49,8 @@ struct ControlRequest {
     parameters: serde_json::Map<String, Value>,
 }
 
-async fn control_request(
-    app: &AppState,
-    headers: &HeaderMap,
-    request_body: Body,
-) -> Result<ControlRequest, ApiError> {
-    let body = body::read(headers, request_body, app.config.max_message_bytes).await?;
+async fn control_request(request_body: Body) -> Result<ControlRequest, ApiError> {
+    let body = body::read(request_body).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ControlRequest::default());
     }
@@ -68,10 +62,9 @@ async fn control_request(
 pub async fn load(
     State(app): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
     request_body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let request = control_request(&app, &headers, request_body).await?;
+    let request = control_request(request_body).await?;
     let parameters = request
         .parameters
         .into_iter()
@@ -89,10 +82,9 @@ pub async fn load(
 pub async fn unload(
     State(app): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
     request_body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    control_request(&app, &headers, request_body).await?;
+    control_request(request_body).await?;
     app.runtime.unload_model(&model).await?;
     Ok(Json(json!({})))
 }

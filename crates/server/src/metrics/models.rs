@@ -181,13 +181,7 @@ impl Collector for ModelCollector {
         let stats = self.runtime.statistics(None, None).unwrap_or_default();
         let rows: Vec<(String, String, StatsSnapshot)> = stats
             .into_iter()
-            .map(|(model, s)| {
-                (
-                    model.spec().name.clone(),
-                    model.spec().version.to_string(),
-                    s,
-                )
-            })
+            .map(|row| (row.name, row.version.to_string(), row.stats))
             .collect();
         let mut families = Vec::new();
         for (name, help, value) in COUNTERS {

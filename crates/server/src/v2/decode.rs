@@ -1,35 +1,42 @@
-//! Inference requests: JSON header, optional binary tensor data after it.
+//! Inference requests: a JSON header, optionally followed by binary tensor data. The body comes
+//! as the frames it arrived in; binary tensors are slices of them (no copy), JSON `data` is
+//! decoded straight into typed elements.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use inferd_core::{DataType, NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire};
+use bytes::{Bytes, BytesMut};
+use inferd_core::{DataType, NamedTensor, Tensor, dims_from_wire};
 use inferd_runtime::{InferRequest, Parameter, Parameters};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::json_data;
 use crate::ApiError;
+use crate::pipeline::Decoded;
 
 #[derive(Deserialize)]
-struct RequestJson {
-    #[serde(default)]
-    id: Option<String>,
+struct RequestJson<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
     #[serde(default)]
     parameters: Map<String, Value>,
-    inputs: Vec<InputJson>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
     #[serde(default)]
     outputs: Option<Vec<OutputJson>>,
 }
 
 #[derive(Deserialize)]
-struct InputJson {
+struct InputJson<'a> {
     name: String,
     shape: Vec<i64>,
-    datatype: String,
+    datatype: Cow<'a, str>,
     #[serde(default)]
     parameters: Map<String, Value>,
-    #[serde(default)]
-    data: Option<Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -93,23 +100,78 @@ fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError
     }
 }
 
+/// Reads consecutive byte ranges from the body's frames as slices of them.
+struct Frames<'a> {
+    frames: &'a [Bytes],
+    /// Frame and offset in it of the next byte.
+    at: (usize, usize),
+    left: usize,
+}
+
+impl<'a> Frames<'a> {
+    fn new(frames: &'a [Bytes]) -> Frames<'a> {
+        Frames {
+            frames,
+            at: (0, 0),
+            left: frames.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// The next `n` bytes, as slices of the frames they lie in.
+    fn take(&mut self, mut n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.left -= n.min(self.left);
+        while n > 0 && self.at.0 < self.frames.len() {
+            let (frame, offset) = self.at;
+            let available = self.frames[frame].len() - offset;
+            let k = n.min(available);
+            out.push(self.frames[frame].slice(offset..offset + k));
+            n -= k;
+            self.at = if k == available {
+                (frame + 1, 0)
+            } else {
+                (frame, offset + k)
+            };
+        }
+        out
+    }
+}
+
+/// The first `n` bytes in one piece: borrowed from the first frame when they lie in it.
+fn head(frames: &[Bytes], n: usize) -> Cow<'_, [u8]> {
+    match frames.first() {
+        None => Cow::Borrowed(&[]),
+        Some(first) if first.len() >= n => Cow::Borrowed(&first[..n]),
+        Some(_) => {
+            let mut joined = BytesMut::with_capacity(n);
+            for chunk in Frames::new(frames).take(n) {
+                joined.extend_from_slice(&chunk);
+            }
+            Cow::Owned(joined.to_vec())
+        }
+    }
+}
+
 /// Parses a request body. `header_length` is the `Inference-Header-Content-Length` header:
 /// when present the JSON is that many bytes and binary tensor data follows.
 pub fn request(
-    body: &[u8],
+    frames: &[Bytes],
     header_length: Option<usize>,
-) -> Result<(InferRequest, ResponseFormat), ApiError> {
-    let (json, mut binary) = match header_length {
-        Some(n) if n > body.len() => {
+) -> Result<Decoded<ResponseFormat>, ApiError> {
+    let total: usize = frames.iter().map(Bytes::len).sum();
+    let json_len = match header_length {
+        Some(n) if n > total => {
             return Err(ApiError::bad_request(format!(
-                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
-                body.len()
+                "Inference-Header-Content-Length is {n} but the body has only {total} bytes"
             )));
         }
-        Some(n) => body.split_at(n),
-        None => (body, &[][..]),
+        Some(n) => n,
+        None => total,
     };
-    let parsed: RequestJson = serde_json::from_slice(json)
+    let json = head(frames, json_len);
+    let mut binary = Frames::new(frames);
+    binary.take(json_len);
+    let parsed: RequestJson = serde_json::from_slice(&json)
         .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
 
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
@@ -117,40 +179,39 @@ pub fn request(
         let fail = |m: String| ApiError::bad_request(format!("input '{}': {m}", input.name));
         let datatype: DataType = input.datatype.parse().map_err(|e| fail(format!("{e}")))?;
         let shape = dims_from_wire(&input.shape).map_err(fail)?;
-        let data = match (input.parameters.get("binary_data_size"), &input.data) {
+        let tensor = match (input.parameters.get("binary_data_size"), input.data) {
             (Some(size), _) => {
                 let size = size.as_u64().ok_or_else(|| {
                     fail(format!("binary_data_size must be a byte count, not {size}"))
                 })? as usize;
-                if size > binary.len() {
+                if size > binary.left {
                     return Err(fail(format!(
                         "binary_data_size is {size} but only {} bytes of binary data remain in the body",
-                        binary.len()
+                        binary.left
                     )));
                 }
-                let (bytes, rest) = binary.split_at(size);
-                binary = rest;
-                check_binary_len(datatype, &shape, size)
-                    .map_err(|e| fail(format!("binary_data_size is {size} bytes but {e}")))?;
-                TensorData::from_le_bytes(datatype, bytes).map_err(fail)?
+                Tensor::from_wire(datatype, shape, binary.take(size))
+                    .map_err(|e| fail(format!("binary_data_size is {size} bytes: {e}")))?
             }
-            (None, Some(data)) => json_data::decode(datatype, data).map_err(fail)?,
+            (None, Some(data)) => {
+                let data = json_data::decode(datatype, data).map_err(fail)?;
+                Tensor::new(shape, data).map_err(fail)?
+            }
             (None, None) => {
                 return Err(fail(
                     "has neither 'data' nor a 'binary_data_size' parameter".into(),
                 ));
             }
         };
-        let tensor = Tensor::new(shape, data).map_err(fail)?;
         inputs.push(NamedTensor {
             name: input.name,
             tensor,
         });
     }
-    if !binary.is_empty() {
+    if binary.left > 0 {
         return Err(ApiError::bad_request(format!(
             "{} bytes of binary data follow the JSON header but no input claims them (binary_data_size)",
-            binary.len()
+            binary.left
         )));
     }
 
@@ -178,21 +239,28 @@ pub fn request(
         }
     };
     let request = InferRequest {
-        id: parsed.id.unwrap_or_default(),
         parameters: parameters(&parsed.parameters)?,
         inputs,
         outputs,
-        trace: None,
     };
-    Ok((request, format))
+    Ok(Decoded {
+        request,
+        id: parsed.id.map(Cow::into_owned).unwrap_or_default(),
+        format,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use inferd_core::TensorData;
+
+    fn one(body: &[u8]) -> Vec<Bytes> {
+        vec![Bytes::copy_from_slice(body)]
+    }
 
     fn err(body: &[u8], header: Option<usize>) -> String {
-        request(body, header).err().unwrap().message
+        request(&one(body), header).err().unwrap().message
     }
 
     #[test]
@@ -200,26 +268,46 @@ mod tests {
         let body =
             br#"{"id":"7","inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[[1,2]]}],
             "outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#;
-        let (req, format) = request(body, None).unwrap();
+        let d = request(&one(body), None).unwrap();
         assert_eq!(
-            req.inputs[0].tensor.data(),
-            &TensorData::F32(vec![1.0, 2.0])
+            d.request.inputs[0].tensor.data(),
+            TensorData::F32(vec![1.0, 2.0])
         );
-        assert_eq!(req.outputs, Some(vec!["y".to_string()]));
-        assert_eq!(req.id, "7");
-        assert!(format.is_binary("y"));
+        assert_eq!(d.request.outputs, Some(vec!["y".to_string()]));
+        assert_eq!(d.id, "7");
+        assert!(d.format.is_binary("y"));
     }
 
     #[test]
-    fn binary_request() {
-        let header = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}}],
+    fn binary_request_is_sliced_across_frames() {
+        let header = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}},
+            {"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}],
             "parameters":{"binary_data_output":true}}"#;
         let mut body = header.to_vec();
         body.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
-        let (req, format) = request(&body, Some(header.len())).unwrap();
-        assert_eq!(req.inputs[0].tensor.data(), &TensorData::I32(vec![1, 2]));
-        assert!(format.is_binary("anything"));
-        assert_eq!(req.parameters["binary_data_output"], Parameter::Bool(true));
+        body.extend_from_slice(&[2, 0, 0, 0, b'h', b'i']);
+        let body = Bytes::from(body);
+        // Frames split inside the header, inside the INT32 tensor and inside the BYTES one.
+        let cuts = [10, header.len() + 3, header.len() + 11, body.len()];
+        let mut frames = Vec::new();
+        let mut from = 0;
+        for to in cuts {
+            frames.push(body.slice(from..to));
+            from = to;
+        }
+        let d = request(&frames, Some(header.len())).unwrap();
+        let x = &d.request.inputs[0].tensor;
+        assert_eq!(x.data(), TensorData::I32(vec![1, 2]));
+        assert_eq!(x.chunks().len(), 2, "sliced from two frames, not joined");
+        assert_eq!(
+            d.request.inputs[1].tensor.data(),
+            TensorData::Bytes(vec![b"hi".to_vec()])
+        );
+        assert!(d.format.is_binary("anything"));
+        assert_eq!(
+            d.request.parameters["binary_data_output"],
+            Parameter::Bool(true)
+        );
     }
 
     #[test]

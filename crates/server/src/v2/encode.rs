@@ -1,8 +1,17 @@
-//! Inference responses: JSON, with binary outputs appended after the JSON when asked for.
+//! Inference responses: JSON, with binary outputs after the JSON when asked for. Binary outputs
+//! go to the socket as the buffers the backend produced (a body of several chunks, written
+//! with vectored writes), not copied into one response buffer.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use inferd_runtime::InferResponse;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use inferd_runtime::{InferResponse, RequestContext};
 use serde::Serialize;
 
 use super::HEADER_LENGTH;
@@ -13,8 +22,8 @@ use super::json_data::JsonData;
 struct ResponseJson<'a> {
     model_name: &'a str,
     model_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
     outputs: Vec<OutputJson<'a>>,
 }
 
@@ -28,7 +37,7 @@ struct OutputJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<BinaryParameters>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<JsonData<'a>>,
+    data: Option<JsonData>,
 }
 
 #[derive(Serialize)]
@@ -36,55 +45,87 @@ struct BinaryParameters {
     binary_data_size: usize,
 }
 
-pub fn response(response: &InferResponse, format: &ResponseFormat) -> Response {
-    let mut binary_len = 0;
+/// A body of ready chunks.
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    left: u64,
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(chunk) = &next {
+            self.left -= chunk.len() as u64;
+        }
+        Poll::Ready(next.map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+pub fn response(
+    context: &RequestContext,
+    response: &InferResponse,
+    format: &ResponseFormat,
+) -> Response {
+    let mut binary = VecDeque::new();
     let outputs = response
         .outputs
         .iter()
         .map(|o| {
-            let data = o.tensor.data();
-            let binary = format.is_binary(&o.name);
-            if binary {
-                binary_len += data.le_byte_len();
+            let is_binary = format.is_binary(&o.name);
+            if is_binary {
+                binary.extend(o.tensor.chunks().iter().cloned());
             }
             OutputJson {
                 name: &o.name,
-                datatype: data.datatype().as_str(),
+                datatype: o.tensor.datatype().as_str(),
                 shape: o.tensor.shape(),
-                parameters: binary.then(|| BinaryParameters {
-                    binary_data_size: data.le_byte_len(),
+                parameters: is_binary.then(|| BinaryParameters {
+                    binary_data_size: o.tensor.byte_len(),
                 }),
-                data: (!binary).then_some(JsonData(data)),
+                data: (!is_binary).then(|| JsonData::of(&o.tensor)),
             }
         })
         .collect();
     let json = ResponseJson {
         model_name: &response.model_name,
         model_version: response.model_version.to_string(),
-        id: (!response.id.is_empty()).then_some(response.id.as_str()),
+        id: context.response_id(),
         outputs,
     };
-    let mut body = Vec::with_capacity(256 + binary_len);
+    let mut head = Vec::with_capacity(256);
     // Writing to a Vec cannot fail, and every field serializes infallibly.
-    let _ = serde_json::to_writer(&mut body, &json);
-    if binary_len == 0 {
+    let _ = serde_json::to_writer(&mut head, &json);
+    if binary.is_empty() {
         return (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            body,
+            head,
         )
             .into_response();
     }
-    let header_len = body.len();
-    for o in response
-        .outputs
-        .iter()
-        .filter(|o| format.is_binary(&o.name))
-    {
-        o.tensor.data().write_le_bytes(&mut body);
-    }
+    let header_len = head.len();
+    binary.push_front(Bytes::from(head));
+    let left = binary.iter().map(|c| c.len() as u64).sum();
+    let body = Body::new(Chunks {
+        chunks: binary,
+        left,
+    });
     (
         [
             (

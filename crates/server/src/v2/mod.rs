@@ -3,8 +3,6 @@
 pub mod decode;
 pub mod encode;
 mod json_data;
-pub mod model_config;
-pub mod statistics;
 pub mod triton_config;
 
 /// Header giving the length of the JSON part of a body that carries binary tensors after it.

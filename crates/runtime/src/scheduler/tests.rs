@@ -1,9 +1,10 @@
 //! The scheduler: batching correctness on every fixture model, queue limits, deadlines,
-//! priorities and the batch sizes it forms. A wrapper makes a real model slow so that a queue
-//! builds up deterministically behind the first request.
+//! priorities, the batch sizes it forms, and failures (panics included) confined to their batch.
+//! A wrapper makes a real model slow so that a queue builds up deterministically behind the
+//! first request.
 
-mod common;
-
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +13,24 @@ use inferd_core::{
     Backend, BackendError, DynamicBatching, LoadedModel, ModelConfig, ModelSignature, NamedTensor,
     Tensor, TensorData,
 };
-use inferd_runtime::{ErrorKind, InferRequest, ModelSpec, Parameter, ServedModel};
 
-use common::fixtures;
+use super::BatchOps;
+use crate::{
+    ErrorKind, InferRequest, InferResponse, ModelSpec, Parameter, Protocol, RequestContext,
+    RuntimeError, ServedModel,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+impl ServedModel {
+    /// A request with a fresh context.
+    async fn call(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
+        self.infer(request, &RequestContext::new(Protocol::Grpc))
+            .await
+    }
+}
 
 /// First input value of each row, per execution, in execution order.
 type Ran = Arc<Mutex<Vec<Vec<f32>>>>;
@@ -46,6 +62,15 @@ impl LoadedModel for Slow {
 }
 
 fn serve(name: &str, config: ModelConfig, delay: Duration) -> (Arc<ServedModel>, Ran) {
+    serve_with(name, config, delay, BatchOps::default())
+}
+
+fn serve_with(
+    name: &str,
+    config: ModelConfig,
+    delay: Duration,
+    ops: BatchOps,
+) -> (Arc<ServedModel>, Ran) {
     let dir = fixtures().join(format!("models/{name}/1"));
     let inner = TractBackend.load(&dir, &config).unwrap();
     let spec = ModelSpec::derive(name, 1, ("tract", "onnx"), &config, inner.signature()).unwrap();
@@ -56,7 +81,7 @@ fn serve(name: &str, config: ModelConfig, delay: Duration) -> (Arc<ServedModel>,
         ran: Arc::clone(&ran),
     };
     (
-        Arc::new(ServedModel::new(spec, Arc::new(model), &dir).unwrap()),
+        Arc::new(ServedModel::with_ops(spec, Arc::new(model), &dir, ops).unwrap()),
         ran,
     )
 }
@@ -135,7 +160,7 @@ async fn batched_results_equal_unbatched_for_every_fixture() {
         for i in 0..8 {
             alone.push(
                 model
-                    .infer(row_request(&name, i, None))
+                    .call(row_request(&name, i, None))
                     .await
                     .unwrap()
                     .outputs,
@@ -145,7 +170,7 @@ async fn batched_results_equal_unbatched_for_every_fixture() {
         let together = futures_join((0..8).map(|i| {
             let model = Arc::clone(&model);
             let request = row_request(&name, i, None);
-            tokio::spawn(async move { model.infer(request).await.unwrap().outputs })
+            tokio::spawn(async move { model.call(request).await.unwrap().outputs })
         }))
         .await;
         assert_same(&name, &together, &alone);
@@ -208,7 +233,7 @@ async fn batches_reach_max_batch_size_under_load() {
     let tasks: Vec<_> = (0..13)
         .map(|i| {
             let model = Arc::clone(&model);
-            tokio::spawn(async move { model.infer(row_request("mlp", i % 8, None)).await.unwrap() })
+            tokio::spawn(async move { model.call(row_request("mlp", i % 8, None)).await.unwrap() })
         })
         .collect();
     for t in tasks {
@@ -228,17 +253,17 @@ async fn a_full_queue_rejects() {
     );
     let busy = {
         let model = Arc::clone(&model);
-        tokio::spawn(async move { model.infer(row_request("mlp", 0, None)).await })
+        tokio::spawn(async move { model.call(row_request("mlp", 0, None)).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await; // the first one is running
     let queued: Vec<_> = (1..3)
         .map(|i| {
             let model = Arc::clone(&model);
-            tokio::spawn(async move { model.infer(row_request("mlp", i, None)).await })
+            tokio::spawn(async move { model.call(row_request("mlp", i, None)).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let err = model.infer(row_request("mlp", 3, None)).await.unwrap_err();
+    let err = model.call(row_request("mlp", 3, None)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.to_string().contains("max_queue_size"), "{err}");
     assert!(busy.await.unwrap().is_ok());
@@ -252,13 +277,13 @@ async fn an_expired_deadline_is_answered_and_never_run() {
     let (model, ran) = serve("mlp", ModelConfig::default(), Duration::from_millis(200));
     let busy = {
         let model = Arc::clone(&model);
-        tokio::spawn(async move { model.infer(row_request("mlp", 0, Some(1000.0))).await })
+        tokio::spawn(async move { model.call(row_request("mlp", 0, Some(1000.0))).await })
     };
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut late = row_request("mlp", 1, Some(2000.0));
     late.parameters
         .insert("timeout".into(), Parameter::Uint64(20_000));
-    let err = model.infer(late).await.unwrap_err();
+    let err = model.call(late).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(
         err.to_string().contains("timed out") && err.to_string().contains("not run"),
@@ -284,7 +309,7 @@ async fn priority_order_holds_under_a_saturated_queue() {
         request
             .parameters
             .insert("priority".into(), Parameter::Uint64(priority));
-        tokio::spawn(async move { model.infer(request).await.unwrap() })
+        tokio::spawn(async move { model.call(request).await.unwrap() })
     };
     let first = submit(0.0, 2);
     tokio::time::sleep(Duration::from_millis(10)).await; // the first one is running
@@ -304,7 +329,7 @@ async fn priority_order_holds_under_a_saturated_queue() {
         .insert("priority".into(), Parameter::Uint64(3));
     assert!(
         model
-            .infer(bad)
+            .call(bad)
             .await
             .unwrap_err()
             .to_string()
@@ -317,24 +342,24 @@ async fn a_cancelled_request_is_removed_from_the_queue() {
     let (model, ran) = serve("mlp", ModelConfig::default(), Duration::from_millis(150));
     let busy = {
         let model = Arc::clone(&model);
-        tokio::spawn(async move { model.infer(row_request("mlp", 0, Some(1.0))).await })
+        tokio::spawn(async move { model.call(row_request("mlp", 0, Some(1.0))).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     let cancelled = {
         let model = Arc::clone(&model);
-        tokio::spawn(async move { model.infer(row_request("mlp", 1, Some(2.0))).await })
+        tokio::spawn(async move { model.call(row_request("mlp", 1, Some(2.0))).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     cancelled.abort(); // what a dropped HTTP connection or cancelled gRPC call does
     busy.await.unwrap().unwrap();
-    model.infer(row_request("mlp", 2, Some(3.0))).await.unwrap();
+    model.call(row_request("mlp", 2, Some(3.0))).await.unwrap();
     let ran: Vec<f32> = ran.lock().unwrap().iter().flatten().copied().collect();
     assert_eq!(ran, [1.0, 3.0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statistics_count_every_outcome_once() {
-    use inferd_runtime::FailureReason;
+    use crate::FailureReason;
     let config = batching(|b| {
         b.max_queue_size = 1;
         b.enabled = false;
@@ -342,17 +367,17 @@ async fn statistics_count_every_outcome_once() {
     let (model, _) = serve("mlp", config, Duration::from_millis(100));
     // 3 successes, one at a time.
     for i in 0..3 {
-        model.infer(row_request("mlp", i, None)).await.unwrap();
+        model.call(row_request("mlp", i, None)).await.unwrap();
     }
     // 1 invalid request (OTHER).
     let mut bad = row_request("mlp", 0, None);
     bad.parameters
         .insert("priority".into(), Parameter::Uint64(9));
-    model.infer(bad).await.unwrap_err();
+    model.call(bad).await.unwrap_err();
     // While one runs: one queued that times out, then one rejected (queue of 1 is full).
     let spawn = |request: InferRequest| {
         let model = Arc::clone(&model);
-        tokio::spawn(async move { model.infer(request).await })
+        tokio::spawn(async move { model.call(request).await })
     };
     let busy = spawn(row_request("mlp", 0, None));
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -362,7 +387,7 @@ async fn statistics_count_every_outcome_once() {
     let late = spawn(late);
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(model.stats().pending, 1);
-    model.infer(row_request("mlp", 2, None)).await.unwrap_err();
+    model.call(row_request("mlp", 2, None)).await.unwrap_err();
     busy.await.unwrap().unwrap();
     late.await.unwrap().unwrap_err();
     // One cancelled while queued behind a running one.
@@ -404,4 +429,145 @@ async fn statistics_count_every_outcome_once() {
         s.success.ns
     );
     assert!(s.last_inference_ms > 0);
+}
+
+/// Merging and splitting that panic (as a bug in them would), to check that a panic anywhere in
+/// a batch's path fails that batch only.
+fn panicking_merge(_: Vec<Vec<Tensor>>) -> Result<Vec<Tensor>, String> {
+    panic!("injected: merge")
+}
+
+fn panicking_split(_: Vec<Tensor>, _: &[usize]) -> Result<Vec<Vec<Tensor>>, String> {
+    panic!("injected: split")
+}
+
+/// Fires `n` requests at once on a model busy with a first one, so the rest form a batch.
+async fn burst(model: &Arc<ServedModel>, n: usize) -> Vec<Result<InferResponse, RuntimeError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let model = Arc::clone(model);
+            tokio::spawn(async move { model.call(row_request("mlp", i % 8, None)).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_merge_or_split_fails_only_its_batch() {
+    for ops in [
+        BatchOps {
+            merge: panicking_merge,
+            ..BatchOps::default()
+        },
+        BatchOps {
+            split: panicking_split,
+            ..BatchOps::default()
+        },
+    ] {
+        let (model, _) = serve_with(
+            "mlp",
+            ModelConfig::default(),
+            Duration::from_millis(30),
+            ops,
+        );
+        let first = {
+            let model = Arc::clone(&model);
+            tokio::spawn(async move { model.call(row_request("mlp", 0, None)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await; // running: the rest queue
+        let mut results = burst(&model, 5).await;
+        results.push(first.await.unwrap());
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        // The first request ran alone (no merge or split); the batch behind it crashed.
+        assert_eq!(failed.len(), 5, "{failed:?}");
+        assert!(
+            failed.iter().all(|e| e.contains("the batch crashed")),
+            "{failed:?}"
+        );
+        // The instance is free again and serves: lone requests need no merge or split.
+        for i in 0..3 {
+            model.call(row_request("mlp", i, None)).await.unwrap();
+        }
+        assert_eq!(model.stats().pending, 0);
+    }
+}
+
+/// A backend that panics on every call whose first value is negative.
+struct Fragile {
+    inner: Box<dyn LoadedModel>,
+    calls: AtomicUsize,
+}
+
+impl LoadedModel for Fragile {
+    fn signature(&self) -> &ModelSignature {
+        self.inner.signature()
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if inputs[0].to_slice::<f32>().is_some_and(|v| v[0] < 0.0) {
+            panic!("injected: backend");
+        }
+        self.inner.infer(inputs)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_backend_leaves_the_instance_serving() {
+    let dir = fixtures().join("models/mlp/1");
+    let config = ModelConfig::default();
+    let inner = TractBackend.load(&dir, &config).unwrap();
+    let spec = ModelSpec::derive("mlp", 1, ("tract", "onnx"), &config, inner.signature()).unwrap();
+    let model = Arc::new(Fragile {
+        inner,
+        calls: AtomicUsize::new(0),
+    });
+    let served = ServedModel::new(spec, model.clone(), &dir).unwrap();
+    // Quick executions run inline on this thread once the model is known to be fast; panics
+    // there must be caught as well as on the instance threads.
+    for round in 0..20 {
+        let err = served
+            .call(row_request("mlp", 0, Some(-1.0)))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the batch crashed"),
+            "{round}: {err}"
+        );
+        served.call(row_request("mlp", 1, Some(1.0))).await.unwrap();
+    }
+    assert_eq!(model.calls.load(Ordering::Relaxed), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_models_run_on_the_callers_thread() {
+    let dir = fixtures().join("models/iris_logreg/1");
+    let config = ModelConfig::default();
+    let model: Arc<dyn LoadedModel> = Arc::from(TractBackend.load(&dir, &config).unwrap());
+    let spec = ModelSpec::derive("iris", 1, ("tract", "onnx"), &config, model.signature()).unwrap();
+    let served = ServedModel::new(spec, model, &dir).unwrap();
+    let request = || InferRequest {
+        inputs: vec![NamedTensor {
+            name: "X".into(),
+            tensor: Tensor::new(vec![1, 4], TensorData::F32(vec![5.1, 3.5, 1.4, 0.2])).unwrap(),
+        }],
+        ..Default::default()
+    };
+    // The first execution is timed on an instance thread; later ones are known to be quick.
+    served.call(request()).await.unwrap();
+    let me = std::thread::current().id();
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..5 {
+        served.call(request()).await.unwrap();
+        threads.lock().unwrap().push(std::thread::current().id());
+    }
+    assert!(threads.lock().unwrap().iter().all(|t| *t == me));
+    assert_eq!(served.stats().execution_count, 6);
 }

@@ -1,0 +1,13 @@
+//! The same protocol files as the server, without a system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = "../../proto";
+    println!("cargo:rerun-if-changed={proto_dir}");
+    let files = protox::compile(["grpc_service.proto"], [proto_dir])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
+        .compile_fds(files)?;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! The one path of an inference through a front end: decode the wire format, call
+//! `runtime.infer`, encode the answer. It makes the request's context (receive time, trace,
+//! request id) and its log span; the runtime's observers record the request. Handlers supply
+//! only the decoder and the encoder of their wire format.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use inferd_runtime::{InferRequest, InferResponse, Protocol, RequestContext, Runtime, Target};
+use opentelemetry::propagation::Extractor;
+use tracing::Instrument;
+
+use crate::telemetry::child;
+use crate::{ApiError, Telemetry};
+
+/// What a decoder makes of a wire request.
+pub struct Decoded<F> {
+    pub request: InferRequest,
+    /// The client's request id; empty when it gave none.
+    pub id: String,
+    /// How the answer is to be written (e.g. which outputs go binary).
+    pub format: F,
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    pub runtime: Arc<Runtime>,
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl Pipeline {
+    /// decode → `runtime.infer` → encode, for `target`. `carrier` holds the caller's trace
+    /// context (HTTP headers, gRPC metadata). A request that cannot be decoded is answered with
+    /// the decoder's error and recorded as rejected.
+    pub async fn infer<F, Out>(
+        &self,
+        protocol: Protocol,
+        target: Target,
+        carrier: &(dyn Extractor + Sync),
+        decode: impl Future<Output = Result<Decoded<F>, ApiError>>,
+        encode: impl FnOnce(&RequestContext, InferResponse, F) -> Out,
+    ) -> Result<Out, ApiError> {
+        let mut context = RequestContext::new(protocol);
+        context.traceparent = carrier.get("traceparent").map(str::to_string);
+        context.trace = self
+            .telemetry
+            .trace(protocol.as_str(), &target.model, carrier);
+        let span = self
+            .telemetry
+            .request_span(protocol.as_str(), &target.model);
+        async move {
+            let decoded = match child(context.trace.as_ref(), "decode") {
+                Some(stage) => decode.instrument(stage).await,
+                None => decode.await,
+            };
+            let Decoded {
+                request,
+                id,
+                format,
+            } = match decoded {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    // An unknown or unavailable model says more than the body's faults.
+                    let e = match self.runtime.check_route(&target) {
+                        Err(unroutable) => ApiError::from(unroutable),
+                        Ok(()) => e,
+                    };
+                    context.set_id("", || self.telemetry.make_id());
+                    tracing::Span::current().record("id", context.id.as_str());
+                    self.runtime.reject(&target, &context, e.kind, &e.message);
+                    return Err(e);
+                }
+            };
+            context.set_id(&id, || self.telemetry.make_id());
+            tracing::Span::current().record("id", context.id.as_str());
+            let response = self.runtime.infer(&target, request, &context).await?;
+            let _stage = child(context.trace.as_ref(), "encode").map(|s| s.entered());
+            Ok(encode(&context, response, format))
+        }
+        .instrument(span)
+        .await
+    }
+}
