@@ -62,7 +62,12 @@ class Server:
         args = [binary(), "serve", "--model-repository", repo, "--http-port", self.port, "--grpc-port", self.grpc_port,
                 "--metrics-port", self.metrics_port, *extra]
         self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_loaded()
+        try:
+            self.wait_loaded()
+        except BaseException:
+            self.proc.kill()  # never leave a server behind a failed start
+            self.proc.wait()
+            raise
 
     def get(self, path):
         try:
@@ -95,6 +100,8 @@ class Server:
         raise RuntimeError(f"inferd did not finish loading in {timeout}s:\n{self.logs()}")
 
     def logs(self):
+        if self.proc.poll() is None:
+            time.sleep(0.1)  # inferd writes log lines in batches every 25 ms
         if not self.log.closed:
             self.log.flush()
         return Path(self.log_path).read_text(errors="replace")

@@ -24,6 +24,10 @@ def py_server(tmp_path_factory):
         shutil.copytree(FIXTURES / "python" / name, repo / name)
     # A second copy, for the crash-loop test: its deaths must not count against doubler's.
     shutil.copytree(FIXTURES / "python" / "doubler", repo / "crasher")
+    # A third with a short call timeout: its 30 s sleep must be cut short.
+    shutil.copytree(FIXTURES / "python" / "doubler", repo / "sleeper")
+    with open(repo / "sleeper" / "config.toml", "a") as config:
+        config.write("\n[parameters]\ncall_timeout_ms = 1500\n")
     srv = Server(repo, tmp_path_factory.mktemp("log") / "py.log", "--python", sys.executable)
     yield srv
     srv.stop()
@@ -129,3 +133,25 @@ def test_a_worker_that_keeps_dying_is_restarted_with_back_off(py_server):
         r = c.infer("crasher", doubler_input(httpclient, np.ones((1, 3), np.float32)))
         assert r.as_numpy("rows").tolist() == [1]
         assert c.is_server_live()
+
+
+def test_a_call_past_its_timeout_is_answered_and_the_worker_replaced(py_server):
+    [pid] = workers(py_server, "sleeper")
+    with httpclient.InferenceServerClient(url=py_server.url, network_timeout=60) as c:
+        started = time.monotonic()
+        with pytest.raises(InferenceServerException) as e:
+            c.infer("sleeper", doubler_input(httpclient, -np.ones((1, 3), np.float32)))
+        waited = time.monotonic() - started
+        assert "did not answer within 1500 ms" in str(e.value) and "call_timeout_ms" in str(e.value), e.value
+        assert waited < 20, f"answered after {waited:.1f} s, not at the timeout"
+        r = c.infer("sleeper", doubler_input(httpclient, np.ones((1, 3), np.float32)))
+        assert r.as_numpy("rows").tolist() == [1]
+        # The other models never waited for it.
+        assert c.is_model_ready("doubler")
+    [new_pid] = workers(py_server, "sleeper")
+    assert new_pid != pid
+    # The killed worker was reaped, not left a zombie.
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}")

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::ValueEnum;
+
+use crate::log_buffer::{Buffered, LogBuffer};
 use inferd_server::{LogControl, TRACE_TARGET};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -38,6 +40,7 @@ pub struct Logging {
     handle: reload::Handle<EnvFilter, Registry>,
     format: LogFormat,
     traces: Option<SdkTracerProvider>,
+    lines: Arc<LogBuffer>,
 }
 
 impl LogControl for Logging {
@@ -64,25 +67,32 @@ impl LogControl for Logging {
 }
 
 impl Logging {
-    /// Sends the spans still buffered (at shutdown).
+    /// Sends the spans and writes the log lines still buffered (at shutdown).
     pub fn flush(&self) {
         if let Some(traces) = &self.traces
             && let Err(e) = traces.shutdown()
         {
             eprintln!("inferd: flushing traces failed: {e}");
         }
+        self.lines.flush();
     }
 }
 
-/// Installs the subscriber. With `otlp`, must run inside the Tokio runtime (the exporter's
-/// gRPC channel lives there).
-pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>) -> Result<Arc<Logging>, String> {
+/// Installs the subscriber; lines are written in batches every `buffer` (0: at once). With
+/// `otlp`, must run inside the Tokio runtime (the exporter's gRPC channel lives there).
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    otlp: Option<&str>,
+    buffer: Duration,
+) -> Result<Arc<Logging>, String> {
     let parsed = EnvFilter::try_new(filter).map_err(|e| format!("--log-level '{filter}': {e}"))?;
     // A filter of the log lines alone, reloadable; trace spans have their own below.
     let (filter_layer, handle) = reload::Layer::<EnvFilter, Registry>::new(parsed);
+    let buffer = LogBuffer::start(buffer)?;
     // Colour only for a terminal: escape codes in collected log files are noise.
     let lines = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(Buffered(Arc::clone(&buffer)))
         .with_ansi(std::io::stderr().is_terminal());
     let lines = match format {
         LogFormat::Text => lines.with_filter(filter_layer).boxed(),
@@ -106,6 +116,7 @@ pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>) -> Result<Arc<L
         handle,
         format,
         traces,
+        lines: buffer,
     }))
 }
 

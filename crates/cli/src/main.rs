@@ -1,5 +1,6 @@
 //! The `inferd` binary.
 
+mod log_buffer;
 mod logging;
 mod serve;
 mod size;

@@ -96,6 +96,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 
+    /// Log lines are written in batches this often (milliseconds; warnings and errors at once,
+    /// everything before exit); 0 writes each line at once.
+    #[arg(long, env = "INFERD_LOG_BUFFER_MS", default_value_t = 25)]
+    log_buffer_ms: u64,
+
     /// Log filter: a level (error, warn, info, debug, trace) or per-module directives in
     /// EnvFilter syntax; changeable at run time through /v2/logging.
     #[arg(long, env = "INFERD_LOG", default_value = logging::DEFAULT_FILTER)]
@@ -160,6 +165,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             args.log_format,
             &args.log_level,
             args.otlp_endpoint.as_deref(),
+            Duration::from_millis(args.log_buffer_ms),
         )?
     };
     let result = runtime.block_on(serve(args, Arc::clone(&logging)));

@@ -242,9 +242,11 @@ impl Scheduler {
         if state.stopped {
             return Err(QueueError::Stopped);
         }
+        // Quick, and requests come one at a time: under concurrent load a lone execution on
+        // this thread would take the instance from the batch forming behind it.
         let quick = state.typical_execution.is_some_and(|t| t < INLINE_LIMIT);
-        if shared.inline && quick && state.queue.is_empty() && state.busy < shared.policy.instances
-        {
+        let alone = state.typical_rows < 1.5 && state.queue.is_empty();
+        if shared.inline && quick && alone && state.busy < shared.policy.instances {
             state.busy += 1;
             state.typical_rows = 0.8 * state.typical_rows + 0.2 * rows as f64;
             drop(state);

@@ -384,3 +384,44 @@ async fn readiness_follows_what_serves_not_old_errors() {
         (ModelState::Ready, String::new())
     );
 }
+
+/// A backend with a bug: it panics while loading.
+struct Buggy;
+
+impl Backend for Buggy {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn platform(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn accepts(&self, dir: &Path, config: &ModelConfig) -> bool {
+        TractBackend.accepts(dir, config)
+    }
+
+    fn load(&self, _: &Path, _: &ModelConfig) -> Result<Box<dyn LoadedModel>, BackendError> {
+        panic!("a bug in the backend")
+    }
+}
+
+#[tokio::test]
+async fn a_load_failure_maps_to_a_status_by_its_cause() {
+    let repo = temp_repository("cause");
+    add_version(&repo, "iris", 1, "iris_logreg");
+    std::fs::create_dir_all(repo.join("broken/1")).unwrap();
+    std::fs::write(repo.join("broken/1/model.onnx"), b"corrupt").unwrap();
+    // The model's fault: a bad file is the caller's to fix (400).
+    let runtime = runtime(&repo, ControlMode::Explicit);
+    let err = runtime.load_model("broken", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    // The server's fault: a crashed load (500), with what happened.
+    let buggy = Arc::new(
+        Runtime::new(&repo, vec![Arc::new(Buggy)]).with_control_mode(ControlMode::Explicit),
+    );
+    let err = buggy.load_model("iris", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(err.to_string().contains("panicked while loading"), "{err}");
+    assert_eq!(state(&buggy, "iris", 1).0, ModelState::Unavailable);
+}

@@ -56,8 +56,10 @@ impl Observer for AccessLog {
             Outcome::Canceled => "canceled".into(),
         };
         let version = event.version.map(|v| v.to_string()).unwrap_or_default();
+        // A root event: its fields say which request it is, the request span's would repeat them.
         tracing::info!(
             target: ACCESS_TARGET,
+            parent: None,
             id = %event.context.id,
             model = %event.target.model,
             version,

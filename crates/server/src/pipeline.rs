@@ -29,6 +29,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    fn span(&self, context: &RequestContext, target: &Target) -> tracing::Span {
+        self.telemetry
+            .request_span(context.protocol.as_str(), &target.model, &context.id)
+    }
+
     /// decode → `runtime.infer` → encode, for `target`. `carrier` holds the caller's trace
     /// context (HTTP headers, gRPC metadata). A request that cannot be decoded is answered with
     /// the decoder's error and recorded as rejected.
@@ -45,34 +50,32 @@ impl Pipeline {
         context.trace = self
             .telemetry
             .trace(protocol.as_str(), &target.model, carrier);
-        let span = self
-            .telemetry
-            .request_span(protocol.as_str(), &target.model);
+        let decoded = match child(context.trace.as_ref(), "decode") {
+            Some(stage) => decode.instrument(stage).await,
+            None => decode.await,
+        };
+        let Decoded {
+            request,
+            id,
+            format,
+        } = match decoded {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // An unknown or unavailable model says more than the body's faults.
+                let e = match self.runtime.check_route(&target) {
+                    Err(unroutable) => ApiError::from(unroutable),
+                    Ok(()) => e,
+                };
+                context.set_id("", || self.telemetry.make_id());
+                let _span = self.span(&context, &target).entered();
+                self.runtime.reject(&target, &context, e.kind, &e.message);
+                return Err(e);
+            }
+        };
+        context.set_id(&id, || self.telemetry.make_id());
+        // Every log line of the request from here on carries its id.
+        let span = self.span(&context, &target);
         async move {
-            let decoded = match child(context.trace.as_ref(), "decode") {
-                Some(stage) => decode.instrument(stage).await,
-                None => decode.await,
-            };
-            let Decoded {
-                request,
-                id,
-                format,
-            } = match decoded {
-                Ok(decoded) => decoded,
-                Err(e) => {
-                    // An unknown or unavailable model says more than the body's faults.
-                    let e = match self.runtime.check_route(&target) {
-                        Err(unroutable) => ApiError::from(unroutable),
-                        Ok(()) => e,
-                    };
-                    context.set_id("", || self.telemetry.make_id());
-                    tracing::Span::current().record("id", context.id.as_str());
-                    self.runtime.reject(&target, &context, e.kind, &e.message);
-                    return Err(e);
-                }
-            };
-            context.set_id(&id, || self.telemetry.make_id());
-            tracing::Span::current().record("id", context.id.as_str());
             let response = self.runtime.infer(&target, request, &context).await?;
             let _stage = child(context.trace.as_ref(), "encode").map(|s| s.entered());
             Ok(encode(&context, response, format))

@@ -71,9 +71,9 @@ impl Telemetry {
         &self.access
     }
 
-    /// The span every log line of a request is written in; its `id` is recorded once known.
-    pub fn request_span(&self, protocol: &'static str, model: &str) -> Span {
-        tracing::info_span!("request", protocol, model, id = tracing::field::Empty)
+    /// The span every log line of a request is written in.
+    pub fn request_span(&self, protocol: &'static str, model: &str, id: &str) -> Span {
+        tracing::info_span!("request", protocol, model, id)
     }
 
     /// An id for a request whose client gave none, unique in this process: `inferd-<n>`.

@@ -1,8 +1,6 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: decode → `runtime.infer` → encode.
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use inferd_runtime::{Protocol, Target};
 
@@ -15,10 +13,11 @@ use crate::v2::{HEADER_LENGTH, decode, encode};
 pub async fn infer(
     State(app): State<AppState>,
     Path(p): Path<ModelPath>,
-    headers: HeaderMap,
-    request_body: Body,
+    request: Request,
 ) -> Response {
     let target = Target::new(p.model, p.version.as_deref());
+    let (parts, request_body) = request.into_parts();
+    let headers = &parts.headers;
     let decode = async {
         let header_length = match headers.get(HEADER_LENGTH) {
             None => None,
@@ -40,7 +39,7 @@ pub async fn infer(
         .infer(
             Protocol::Http,
             target,
-            &Headers(&headers),
+            &Headers(headers),
             decode,
             |context, response, format| encode::response(context, &response, &format),
         )

@@ -18,7 +18,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
 
 use crate::pipeline::Pipeline;
 use crate::{Metrics, ServerConfig, Telemetry};
@@ -87,7 +86,6 @@ pub fn router(
         // The limit layer caps bodies; readers answer 413 in the protocol's shape.
         .layer(middleware::from_fn_with_state(limit, limit::cap_body))
         .layer(DefaultBodyLimit::disable())
-        .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(metrics, count))
         .with_state(state)
 }
