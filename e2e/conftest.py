@@ -163,3 +163,47 @@ def grpc_client(server):
     c = grpcclient.InferenceServerClient(url=server.grpc_url)
     yield c
     c.close()
+
+
+def perf_analyzer():
+    """perf_analyzer (bench/get_perf_analyzer.sh puts it in bench/.tools; scripts/test runs it)."""
+    tools = ROOT / "bench" / ".tools"
+    path = Path(os.environ.get("INFERD_PERF_ANALYZER", tools / "perf_analyzer"))
+    if not path.exists():
+        pytest.fail(f"perf_analyzer is not at {path}: run bench/get_perf_analyzer.sh (scripts/test does)")
+    env = dict(os.environ, LD_LIBRARY_PATH=str(tools / "lib"))
+    return path, env
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a free loopback port (Debian's postgresql; as the
+    `postgres` user when the tests run as root, since the server refuses to run as root)."""
+
+    def __init__(self):
+        import tempfile
+        # Its own directory: pytest's are private to root, out of reach of the postgres user.
+        base = Path(tempfile.mkdtemp(prefix="inferd-pg-"))
+        self.base = base
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        bindir = binaries[-1] if binaries else None
+        if bindir is None or not (bindir / "initdb").exists():
+            pytest.fail("PostgreSQL is not installed (apt-get install postgresql): the state store tests need it")
+        self.dir = base / "pgdata"
+        self.port = free_ports(1)[0]
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(base, "postgres")
+        def run(*cmd):
+            done = subprocess.run([*self.as_user, *cmd], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.fail(f"cannot start PostgreSQL ({cmd[0]}): {done.stdout}{done.stderr}")
+        run(str(bindir / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "inferd")
+        self.pg_ctl = str(bindir / "pg_ctl")
+        run(self.pg_ctl, "-D", str(self.dir), "-w", "-l", str(base / "pg.log"), "-o",
+            f"-p {self.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self.url = f"postgres://inferd@127.0.0.1:{self.port}/postgres"
+
+    def stop(self):
+        subprocess.run([*self.as_user, self.pg_ctl, "-D", str(self.dir), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -1,7 +1,9 @@
 //! The `inferd` binary.
 
+mod client;
 mod log_buffer;
 mod logging;
+mod models;
 mod serve;
 mod size;
 
@@ -20,14 +22,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the models of a model repository over HTTP/REST.
+    /// Serve the models of a model repository over HTTP/REST and gRPC.
     Serve(serve::ServeArgs),
+    /// Inspect and change a running server's models: repository, aliases, traffic, rollouts.
+    Models(models::ModelsArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Models(args) => models::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

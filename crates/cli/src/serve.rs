@@ -9,6 +9,7 @@ use inferd_backend_python::PythonBackend;
 use inferd_backend_tract::TractBackend;
 use inferd_backend_trees::TreeBackend;
 use inferd_core::Backend;
+use inferd_runtime::state::StateStore;
 use inferd_runtime::{ControlMode, Runtime};
 use inferd_server::ServerConfig;
 use tokio::sync::watch;
@@ -91,6 +92,26 @@ pub struct ServeArgs {
     /// Model to load at start in explicit mode (repeatable; `*` loads all).
     #[arg(long = "load-model", value_name = "NAME")]
     load_models: Vec<String>,
+
+    /// Directory of the state store (aliases, traffic policies, rollouts and their history), an
+    /// SQLite file kept across restarts. Without it (and without --state-url) that state lives
+    /// in memory.
+    #[arg(
+        long,
+        env = "INFERD_STATE_DIR",
+        value_name = "DIR",
+        conflicts_with = "state_url"
+    )]
+    state_dir: Option<PathBuf>,
+
+    /// PostgreSQL state store shared by replicas, e.g. postgres://user:pass@host:5432/inferd;
+    /// a change made on one replica reaches the others within --state-poll-ms.
+    #[arg(long, env = "INFERD_STATE_URL", value_name = "URL")]
+    state_url: Option<String>,
+
+    /// How often the state store is checked for other replicas' changes, and rollouts advance.
+    #[arg(long, env = "INFERD_STATE_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..))]
+    state_poll_ms: u64,
 
     /// Log line format.
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value = "text")]
@@ -198,12 +219,22 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         DefaultBackend::Tract => vec![tract, onnxruntime, python, trees],
         DefaultBackend::Onnxruntime => vec![onnxruntime, tract, python, trees],
     };
+    let store = match (&args.state_url, &args.state_dir) {
+        (Some(url), _) => StateStore::postgres(url).await?,
+        (None, dir) => StateStore::sqlite(dir.as_deref())?,
+    };
     let access = Arc::new(inferd_server::AccessLog::new(args.access_log));
     let runtime = Arc::new(
         Runtime::new(&args.model_repository, backends)
             .with_control_mode(mode)
+            .with_store(store)
             .with_observer(Arc::clone(&access) as Arc<dyn inferd_runtime::Observer>),
     );
+    runtime
+        .reload_state()
+        .await
+        .map_err(|e| format!("cannot read the state store: {e}"))?;
+    tokio::spawn(Arc::clone(&runtime).run_background(Duration::from_millis(args.state_poll_ms)));
     let bind = |port: u16| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)

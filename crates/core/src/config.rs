@@ -37,6 +37,9 @@ pub struct ModelConfig {
     /// Requests run once per instance after loading, before the version takes traffic.
     #[serde(default)]
     pub warmup: Vec<Warmup>,
+    /// Where unversioned requests go (weighted split, shadow copies, sticky key); the
+    /// `/traffic` API replaces it at run time.
+    pub traffic: Option<crate::TrafficPolicy>,
 }
 
 /// Instances (threads) one model version may ask for.
@@ -153,6 +156,14 @@ impl VersionPolicy {
 }
 
 impl ModelConfig {
+    /// A model with no versions of its own whose traffic goes to other models (a cross-model
+    /// experiment).
+    pub fn is_endpoint(&self) -> bool {
+        self.traffic
+            .as_ref()
+            .is_some_and(|t| !t.split.is_empty() && t.split.iter().all(|a| a.model.is_some()))
+    }
+
     /// Reads `dir/config.toml`; a missing file is an empty config (everything inferred).
     pub fn load_from_dir(dir: &Path) -> Result<ModelConfig, ConfigError> {
         let path = dir.join(CONFIG_FILE);
@@ -215,6 +226,9 @@ impl ModelConfig {
         }
         if self.instance_count == Some(0) {
             return Err("instance_count must be at least 1".into());
+        }
+        if let Some(traffic) = &self.traffic {
+            traffic.arms().map_err(|e| format!("traffic: {e}"))?;
         }
         if let Some(b) = &self.dynamic_batching {
             if b.priority_levels == 0 {

@@ -7,6 +7,7 @@ mod datatype;
 mod error;
 mod instances;
 mod tensor;
+mod traffic;
 
 pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
 pub use config::{
@@ -22,3 +23,4 @@ pub use instances::Instances;
 pub use tensor::{
     Element, NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,
 };
+pub use traffic::{ArmTarget, ShadowArm, SplitArm, TrafficPolicy};

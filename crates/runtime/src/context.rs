@@ -66,6 +66,8 @@ pub struct RequestContext {
     pub received_at: SystemTime,
     /// Key of the caller for sticky routing (a header's value), when there is one.
     pub routing_key: Option<String>,
+    /// For a shadow copy: the id of the request it copies.
+    pub shadow_of: Option<String>,
 }
 
 impl RequestContext {
@@ -83,6 +85,7 @@ impl RequestContext {
             received: Instant::now(),
             received_at: SystemTime::now(),
             routing_key: None,
+            shadow_of: None,
         }
     }
 }

@@ -29,7 +29,7 @@ pub enum RuntimeError {
     InvalidInput(String),
     #[error("unknown model '{0}'")]
     UnknownModel(String),
-    #[error("model '{model}' has no version {version}")]
+    #[error("{}", unknown_version(model, version))]
     UnknownVersion { model: String, version: String },
     #[error("model '{model}' is not ready: {reason}")]
     NotReady { model: String, reason: String },
@@ -47,6 +47,8 @@ pub enum RuntimeError {
         reason: String,
         fault: LoadFault,
     },
+    #[error("{0}")]
+    Store(String),
     #[error("model '{model}' version {version} failed: {message}")]
     Inference {
         model: String,
@@ -71,7 +73,15 @@ impl RuntimeError {
             RuntimeError::NotReady { .. }
             | RuntimeError::QueueFull { .. }
             | RuntimeError::TimedOut { .. } => ErrorKind::Unavailable,
-            RuntimeError::Inference { .. } => ErrorKind::Internal,
+            RuntimeError::Inference { .. } | RuntimeError::Store(_) => ErrorKind::Internal,
         }
+    }
+}
+
+fn unknown_version(model: &str, version: &str) -> String {
+    if version.parse::<u64>().is_ok() {
+        format!("model '{model}' has no version {version}")
+    } else {
+        format!("model '{model}' has no version or alias '{version}'")
     }
 }

@@ -1,17 +1,25 @@
 //! `Runtime::infer`: the one way anything runs a model. The router picks the version, the
-//! version's scheduler runs it, and every observer sees the request once when it ends.
+//! version's scheduler runs it, shadow copies run beside it, and every observer sees the
+//! request once when it ends.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 
 use crate::observer::{Completed, Outcome};
+use crate::router::{Route, RouteKind};
 use crate::scheduler::stage;
+use crate::shadow::{DEFAULT_TOLERANCE, compare};
 use crate::{
-    ErrorKind, InferRequest, InferResponse, RequestContext, Runtime, RuntimeError, Target,
+    ErrorKind, InferRequest, InferResponse, RequestContext, Runtime, RuntimeError, ServedModel,
+    Target,
 };
 
 impl Runtime {
     /// Runs `request` on the version the router chooses for `target`. A caller that stops
     /// waiting (drops the future) leaves its request recorded as canceled.
     pub async fn infer(
-        &self,
+        self: &Arc<Self>,
         target: &Target,
         request: InferRequest,
         context: &RequestContext,
@@ -27,12 +35,47 @@ impl Runtime {
         };
         let route = {
             let _span = context.trace.as_ref().map(|t| stage(t, "route").entered());
-            self.route(target, context)
+            self.route(target, context, &request)
         };
         let result = match route {
-            Ok(route) => {
-                watch.version = Some(route.load.spec().version);
-                route.load.infer(request, context).await
+            Ok(Route {
+                load,
+                kind,
+                shadows,
+                tolerance,
+            }) => {
+                watch.version = Some(load.spec().version);
+                let primaries: Vec<_> = shadows
+                    .into_iter()
+                    .filter_map(|shadow| {
+                        // A full shadow queue drops the copy before it costs anything.
+                        if !shadow.shadow_has_room() {
+                            self.shadows
+                                .stats(&target.model, shadow.spec().version)
+                                .dropped
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return None;
+                        }
+                        Some(self.shadow(target, shadow, &request, context, tolerance))
+                    })
+                    .collect();
+                let mut result = load.infer(request, context).await;
+                if let Ok(response) = &mut result {
+                    response.route = kind.as_str();
+                }
+                if let RouteKind::Split { rollout: true } = kind {
+                    let spec = load.spec();
+                    self.rollout_meters.record(
+                        &spec.name,
+                        spec.version,
+                        result.is_ok(),
+                        context.received.elapsed(),
+                    );
+                }
+                for tx in primaries {
+                    let _ = tx.send(result.as_ref().ok().cloned());
+                }
+                result
             }
             Err(e) => Err(e),
         };
@@ -45,6 +88,67 @@ impl Runtime {
             }),
         }
         result
+    }
+
+    /// Starts a shadow copy of `request` on `shadow`; the returned sender takes the primary's
+    /// answer to compare with. A copy that finds the shadow's queue full is dropped (counted).
+    fn shadow(
+        self: &Arc<Self>,
+        target: &Target,
+        shadow: Arc<ServedModel>,
+        request: &InferRequest,
+        context: &RequestContext,
+        tolerance: Option<f64>,
+    ) -> oneshot::Sender<Option<InferResponse>> {
+        let version = shadow.spec().version;
+        let stats = self.shadows.stats(&target.model, version);
+        let (tx, rx) = oneshot::channel::<Option<InferResponse>>();
+        let (runtime, target, request) = (Arc::clone(self), target.clone(), request.clone());
+        let mut context = context.clone();
+        context.shadow_of = Some(context.id.clone());
+        context.trace = None;
+        tokio::spawn(async move {
+            let kept = runtime.keep_requests.then(|| request.clone());
+            let answer = shadow.infer_shadow(request, &context).await;
+            match &answer {
+                Err(RuntimeError::QueueFull { .. }) => {
+                    stats
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(_) => {
+                    stats
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(answer) => {
+                    if let Ok(Some(primary)) = rx.await {
+                        compare(
+                            &stats,
+                            &primary,
+                            answer,
+                            tolerance.unwrap_or(DEFAULT_TOLERANCE),
+                        );
+                    }
+                }
+            }
+            let watch = Watch {
+                runtime: &runtime,
+                target: &target,
+                context: &context,
+                version: Some(version),
+                request: kept,
+                done: true,
+            };
+            match &answer {
+                Ok(response) => watch.record(Outcome::Answered(response)),
+                Err(e) => watch.record(Outcome::Failed {
+                    kind: e.kind(),
+                    message: &e.to_string(),
+                }),
+            }
+        });
+        tx
     }
 
     /// Records a request that a front end could not turn into an [`InferRequest`] (unreadable

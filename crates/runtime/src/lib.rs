@@ -11,14 +11,20 @@ mod loader;
 mod lookup;
 pub mod memory;
 mod observer;
+pub mod policy;
 mod registry;
 mod repository;
 mod request;
+mod rollout;
 mod router;
 mod scheduler;
 mod served;
+mod shadow;
 mod spec;
+pub mod state;
 mod stats;
+mod time;
+mod traffic;
 mod warmup;
 
 pub use context::{Protocol, RequestContext, Target};
@@ -27,9 +33,17 @@ pub use lookup::{ModelView, VersionStatistics};
 pub use observer::{Completed, Observer, Outcome};
 pub use registry::{ControlMode, IndexEntry, ModelState, Readiness, Runtime};
 pub use request::{InferRequest, InferResponse, Parameter, Parameters};
+pub use rollout::{
+    ArmFigures, CurrentFigures, Decision, Rollout, RolloutAction, RolloutPlan, RolloutState,
+    RolloutView,
+};
+pub use router::RouteKind;
 pub(crate) use served::ServedModel;
+pub use shadow::{DIFF_BUCKETS, ShadowFigures};
 pub use spec::ModelSpec;
 pub use stats::{
     BATCH_BUCKETS, BatchSnapshot, CountNs, FailureReason, HistogramSnapshot, LATENCY_BUCKETS,
     StatsSnapshot,
 };
+pub use time::rfc3339;
+pub use traffic::PolicySource;

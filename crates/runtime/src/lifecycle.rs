@@ -31,6 +31,8 @@ enum Plan {
     Gone,
     /// Nothing can load: the reason.
     Problem(String),
+    /// A cross-model endpoint: no versions, a split over other models.
+    Endpoint(Box<ModelConfig>),
     Load {
         config: Box<ModelConfig>,
         dir: PathBuf,
@@ -64,7 +66,7 @@ impl Runtime {
             .into_iter()
             .filter(|n| all || names.contains(n))
             .collect();
-        self.sync_all(names, Trigger::Startup).await;
+        self.sync_phased(names, Trigger::Startup).await;
         self.startup_done
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
@@ -84,8 +86,17 @@ impl Runtime {
             let _guard = self.model_lock(&name).lock_owned().await;
             self.remove(&name);
         }
-        self.sync_all(on_disk, Trigger::Poll).await;
+        self.sync_phased(on_disk, Trigger::Poll).await;
         Ok(())
+    }
+
+    /// Models first, then cross-model endpoints, which check the models they name.
+    async fn sync_phased(self: &Arc<Self>, names: Vec<String>, trigger: Trigger) {
+        let (endpoints, models): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| {
+            ModelConfig::load_from_dir(&self.repository.join(n)).is_ok_and(|c| c.is_endpoint())
+        });
+        self.sync_all(models, trigger).await;
+        self.sync_all(endpoints, trigger).await;
     }
 
     /// The load API: loads the model, or reloads what changed since its last load. `config`
@@ -206,13 +217,15 @@ impl Runtime {
             Plan::Problem(problem) => {
                 return Err(self.record_problem(name, problem, trigger).into());
             }
+            Plan::Endpoint(config) => return self.install_endpoint(name, *config, trigger),
             Plan::Load {
                 config,
                 dir,
                 wanted,
             } => (config, dir, wanted),
         };
-        let (to_load, had_served) = self.mark_loading(name, &wanted, trigger);
+        let (to_load, had_served) =
+            self.mark_loading(name, &wanted, config.traffic.clone(), trigger);
         let mut loads = Vec::with_capacity(to_load.len());
         for version in to_load {
             let (runtime, model, dir, config) = (
@@ -251,7 +264,29 @@ impl Runtime {
             Ok(config) => config,
             Err(e) => return Plan::Problem(e.to_string()),
         };
+        if config.is_endpoint() {
+            return Plan::Endpoint(Box::new(config));
+        }
         let selected = config.version_policy.select(&versions);
+        if let Some(traffic) = &config.traffic {
+            let named = traffic
+                .arms()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(t, _)| match t {
+                    inferd_core::ArmTarget::Version(v) => Some(v),
+                    inferd_core::ArmTarget::Model(_) => None,
+                })
+                .chain(traffic.shadows().into_iter().map(|(v, _)| v));
+            for v in named {
+                if !selected.contains(&v) {
+                    return Plan::Problem(format!(
+                        "config.toml's [traffic] names version {v}, which the version policy does \
+                         not load (versions loaded: {selected:?})"
+                    ));
+                }
+            }
+        }
         if versions.is_empty() {
             return Plan::Problem(format!(
                 "no version directories in {} (expected {}/1/model.onnx)",
@@ -314,11 +349,14 @@ impl Runtime {
         &self,
         name: &str,
         wanted: &[(u64, Fingerprint)],
+        configured: Option<inferd_core::TrafficPolicy>,
         trigger: Trigger,
     ) -> (Vec<u64>, bool) {
         let mut models = self.write();
         let entry = models.entry(name.to_string()).or_default();
         entry.problem = None;
+        entry.endpoint = false;
+        entry.configured = configured;
         let had_served = entry.has_served();
         let mut to_load = Vec::new();
         for &(version, attempt) in wanted {
@@ -463,6 +501,28 @@ impl Runtime {
                 fault,
             })
         }
+    }
+
+    /// A cross-model endpoint takes effect once the models it names serve and agree.
+    fn install_endpoint(
+        &self,
+        name: &str,
+        config: ModelConfig,
+        trigger: Trigger,
+    ) -> Result<(), LoadError> {
+        let traffic = config.traffic.unwrap_or_default();
+        let checked = crate::traffic::check_policy(name, &traffic, &self.read());
+        if let Err(e) = checked {
+            let reason = format!("cross-model endpoint refused: {e}");
+            return Err(self.record_problem(name, reason, trigger).into());
+        }
+        let mut models = self.write();
+        let entry = models.entry(name.to_string()).or_default();
+        entry.problem = None;
+        entry.endpoint = true;
+        entry.configured = Some(traffic);
+        tracing::info!(model = name, "cross-model endpoint ready");
+        Ok(())
     }
 
     /// Forgets a model that left the repository; its loads finish their requests first.

@@ -66,7 +66,7 @@ pub fn spawn<T: Send + 'static>(
 /// waking serving thread preempts it at once (nice 19 alone still let a back-to-back load
 /// loop triple another model's p99 on 2 cores).
 #[cfg(target_os = "linux")]
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: plain syscalls on the calling thread (pid 0 = this thread for sched_setscheduler
     // on Linux); failure only leaves the priority as it was.
     unsafe {
@@ -79,4 +79,4 @@ fn lower_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+pub(crate) fn lower_priority() {}

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::router::{latest_ready, named_version};
+use crate::router::{default_load, named_version};
+use crate::traffic::resolve;
 use crate::{ModelSpec, Runtime, RuntimeError, StatsSnapshot};
 
 /// A model version as metadata reports it.
@@ -23,15 +24,50 @@ pub struct VersionStatistics {
 }
 
 impl Runtime {
-    /// The named version of `name`, or its highest ready one.
+    /// The named version (or alias) of `name`, or the one unversioned requests get without
+    /// a split (`production`, else the highest ready). A cross-model endpoint is described by
+    /// the first model of its split that serves, under the endpoint's name.
     pub fn describe(&self, name: &str, version: Option<&str>) -> Result<ModelView, RuntimeError> {
+        let aliases = self.policies.read().get(name).map(|p| p.aliases.clone());
         let models = self.read();
         let entry = models
             .get(name)
             .ok_or_else(|| RuntimeError::UnknownModel(name.to_string()))?;
+        if entry.endpoint {
+            let arms = entry
+                .configured
+                .as_ref()
+                .and_then(|t| t.arms().ok())
+                .unwrap_or_default();
+            let spec = arms
+                .iter()
+                .find_map(|(t, _)| match t {
+                    inferd_core::ArmTarget::Model(m) => {
+                        let other = models.get(m)?;
+                        default_load(m, other, self.production(m)).ok()
+                    }
+                    inferd_core::ArmTarget::Version(_) => None,
+                })
+                .ok_or_else(|| RuntimeError::NotReady {
+                    model: name.to_string(),
+                    reason: "none of the models of its split serves".into(),
+                })?;
+            let spec = ModelSpec {
+                name: name.to_string(),
+                ..ModelSpec::clone(spec.spec())
+            };
+            return Ok(ModelView {
+                spec: Arc::new(spec),
+                versions: Vec::new(),
+            });
+        }
         let load = match version.filter(|v| !v.is_empty()) {
-            Some(v) => named_version(name, entry, v)?,
-            None => latest_ready(name, entry)?,
+            Some(v) => named_version(name, entry, resolve(name, aliases.as_ref(), v)?, v)?,
+            None => default_load(
+                name,
+                entry,
+                aliases.and_then(|a| a.get(crate::policy::PRODUCTION).copied()),
+            )?,
         };
         let versions = entry
             .versions
@@ -51,6 +87,7 @@ impl Runtime {
         name: Option<&str>,
         version: Option<&str>,
     ) -> Result<Vec<VersionStatistics>, RuntimeError> {
+        let aliases = name.and_then(|n| self.policies.read().get(n).map(|p| p.aliases.clone()));
         let models = self.read();
         let loads: Vec<_> = match (
             name.filter(|n| !n.is_empty()),
@@ -65,7 +102,12 @@ impl Runtime {
                     .get(name)
                     .ok_or_else(|| RuntimeError::UnknownModel(name.to_string()))?;
                 match version {
-                    Some(v) => vec![named_version(name, entry, v)?],
+                    Some(v) => vec![named_version(
+                        name,
+                        entry,
+                        resolve(name, aliases.as_ref(), v)?,
+                        v,
+                    )?],
                     None => entry
                         .versions
                         .values()

@@ -11,7 +11,22 @@ use inferd_core::Backend;
 
 use crate::fingerprint::Fingerprints;
 use crate::observer::Observer;
+use crate::rollout::Meters;
+use crate::shadow::Shadows;
+use crate::state::StateStore;
+use crate::traffic::Policies;
 use crate::{ServedModel, repository};
+
+/// A name for this process: host name and pid, and a random part so restarts differ.
+fn replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "inferd".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{host}-{}-{nanos:08x}", std::process::id())
+}
 
 /// The protocol's states of a model version (repository index extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +168,10 @@ pub(crate) struct Problem {
 pub(crate) struct ModelEntry {
     pub versions: BTreeMap<u64, VersionState>,
     pub problem: Option<Problem>,
+    /// config.toml's `[traffic]`, as of the last load.
+    pub configured: Option<inferd_core::TrafficPolicy>,
+    /// A cross-model endpoint: no versions of its own, its split names other models.
+    pub endpoint: bool,
     /// Loads that left service and are finishing their requests: reported UNLOADING until gone.
     pub draining: Vec<(u64, Weak<ServedModel>)>,
 }
@@ -241,6 +260,12 @@ pub struct Runtime {
     pub(crate) observers: Vec<Arc<dyn Observer>>,
     /// Some observer reads the request at completion (kept until then).
     pub(crate) keep_requests: bool,
+    pub(crate) store: StateStore,
+    pub(crate) policies: Policies,
+    pub(crate) shadows: Shadows,
+    pub(crate) rollout_meters: Meters,
+    /// This process among replicas sharing a state store (runs the rollouts it starts).
+    pub(crate) replica: String,
 }
 
 impl Runtime {
@@ -255,7 +280,23 @@ impl Runtime {
             startup_done: AtomicBool::new(false),
             observers: Vec::new(),
             keep_requests: false,
+            // In memory: opening it cannot fail short of an allocation failure.
+            store: StateStore::sqlite(None).unwrap_or_else(|e| panic!("{e}")),
+            policies: Policies::default(),
+            shadows: Shadows::default(),
+            rollout_meters: Meters::default(),
+            replica: replica_id(),
         }
+    }
+
+    /// Keeps aliases, traffic policies and rollouts in `store` (default: in memory).
+    pub fn with_store(self, store: StateStore) -> Runtime {
+        Runtime { store, ..self }
+    }
+
+    /// This process's name among replicas of a shared state store.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     pub fn with_control_mode(self, control: ControlMode) -> Runtime {

@@ -43,8 +43,11 @@ pub struct InferRequest {
     pub outputs: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InferResponse {
+    /// How the router chose the version (`version`, `alias:<name>`, `split`, `rollout`,
+    /// `alias:production`, `latest`).
+    pub route: String,
     pub model_name: String,
     /// The version that produced the outputs.
     pub model_version: u64,

@@ -25,6 +25,10 @@ pub const INLINE_LIMIT: Duration = Duration::from_micros(200);
 /// How a model version's requests are queued and batched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// Quick requests may run on the caller's thread (when the backend allows it too).
+    pub inline: bool,
+    /// The instance threads run at idle priority (shadow copies): any other thread wins the CPU.
+    pub background: bool,
     pub batching: bool,
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
@@ -179,7 +183,8 @@ impl Scheduler {
         ops: BatchOps,
     ) -> Result<Scheduler, String> {
         let instances = policy.instances.max(1);
-        let inline = model.may_run_inline();
+        let inline = policy.inline && model.may_run_inline();
+        let background = policy.background;
         let shared = Arc::new(Shared {
             model,
             policy,
@@ -201,6 +206,9 @@ impl Scheduler {
             let handle = std::thread::Builder::new()
                 .name(format!("inferd-{name}-{i}"))
                 .spawn(move || {
+                    if background {
+                        crate::loader::lower_priority();
+                    }
                     let warm = run_warmup(&*shared.model, &warmup)
                         .map_err(|e| format!("warmup failed on instance {i}: {e}"));
                     let failed = warm.is_err();
@@ -468,10 +476,19 @@ fn worker(shared: &Shared) {
             }
         };
         let busy = Busy::new(shared);
+        let started = Instant::now();
         execute(shared, batch);
         drop(busy);
+        if policy.background {
+            // At most a quarter of a core: idle priority alone still lets a heavy shadow evict
+            // the primary's caches and slow its tail latency.
+            std::thread::sleep(started.elapsed() * BACKGROUND_PAUSE);
+        }
     }
 }
+
+/// A background (shadow) instance pauses this many times its execution after each one.
+const BACKGROUND_PAUSE: u32 = 3;
 
 /// Runs one batch and answers each of its requests. A panic anywhere in merging, the backend
 /// or splitting fails this batch's requests only.

@@ -13,9 +13,14 @@ use crate::stats::{ExecutionTimes, FailureReason, ModelStats, StatsSnapshot};
 use crate::warmup;
 use crate::{InferRequest, InferResponse, ModelSpec, Parameters, RequestContext, RuntimeError};
 
+/// Shadow copies that may wait for a version's shadow thread; more are dropped.
+const SHADOW_QUEUE: usize = 16;
+
 pub(crate) struct ServedModel {
     spec: Arc<ModelSpec>,
     scheduler: Scheduler,
+    /// Shadow copies' own queue and idle-priority thread, started with the first copy.
+    shadow: std::sync::OnceLock<Result<Scheduler, String>>,
     model: Arc<dyn LoadedModel>,
     stats: Arc<ModelStats>,
     /// Fields drop in order: this runs after the scheduler freed the model.
@@ -50,6 +55,8 @@ impl ServedModel {
         let warmup = warmup::runs(&spec, model_dir)?;
         let b = &spec.batching;
         let policy = Policy {
+            inline: true,
+            background: false,
             batching: spec.batches(),
             max_batch_size: spec.max_batch_size as usize,
             max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
@@ -73,6 +80,7 @@ impl ServedModel {
         Ok(ServedModel {
             spec: Arc::new(spec),
             scheduler,
+            shadow: std::sync::OnceLock::new(),
             model,
             stats,
             _release: ReleaseOnDrop,
@@ -153,8 +161,68 @@ impl ServedModel {
         request: InferRequest,
         context: &RequestContext,
     ) -> Result<InferResponse, RuntimeError> {
+        self.infer_on(&self.scheduler, None, request, context).await
+    }
+
+    /// Whether a shadow copy would find room in the shadow queue now.
+    pub fn shadow_has_room(&self) -> bool {
+        match self.shadow.get() {
+            Some(Ok(scheduler)) => scheduler.pending() < SHADOW_QUEUE,
+            _ => true,
+        }
+    }
+
+    /// Runs a shadow copy on the shadow queue (small, served at idle priority): a full queue
+    /// answers QueueFull at once.
+    pub async fn infer_shadow(
+        &self,
+        request: InferRequest,
+        context: &RequestContext,
+    ) -> Result<InferResponse, RuntimeError> {
+        let scheduler = self
+            .shadow
+            .get_or_init(|| {
+                let policy = Policy {
+                    inline: false,
+                    background: true,
+                    batching: self.spec.batches(),
+                    max_batch_size: self.spec.max_batch_size as usize,
+                    max_queue_delay: Duration::from_micros(self.spec.batching.max_queue_delay_us),
+                    preferred_batch_sizes: Vec::new(),
+                    max_queue_size: SHADOW_QUEUE,
+                    instances: 1,
+                };
+                Scheduler::start(
+                    &format!("{}-shadow", self.spec.name),
+                    Arc::clone(&self.model),
+                    policy,
+                    &[],
+                    Arc::clone(&self.stats),
+                    BatchOps::default(),
+                )
+            })
+            .as_ref()
+            .map_err(|e| RuntimeError::Inference {
+                model: self.spec.name.clone(),
+                version: self.spec.version,
+                message: e.clone(),
+            })?;
+        let lowest = self.spec.batching.priority_levels;
+        self.infer_on(scheduler, Some(lowest), request, context)
+            .await
+    }
+
+    async fn infer_on(
+        &self,
+        scheduler: &Scheduler,
+        priority: Option<u32>,
+        request: InferRequest,
+        context: &RequestContext,
+    ) -> Result<InferResponse, RuntimeError> {
         let mut record = Recording::new(&self.stats);
-        let result = self.run(request, context, record.started).await;
+        let result = self
+            .run(scheduler, priority, request, context, record.started)
+            .await;
         match &result {
             Ok((_, rows, times)) => record.success(*rows, times),
             Err(e) => record.failure(failure_reason(e)),
@@ -167,6 +235,8 @@ impl ServedModel {
     /// its time in the runtime.
     async fn run(
         &self,
+        scheduler: &Scheduler,
+        priority: Option<u32>,
         request: InferRequest,
         context: &RequestContext,
         received: Instant,
@@ -190,7 +260,10 @@ impl ServedModel {
         } else {
             1
         };
-        let priority = self.priority(context.priority, &parameters)?;
+        let priority = match priority {
+            Some(p) => p,
+            None => self.priority(context.priority, &parameters)?,
+        };
         let deadline = self.deadline(context, &parameters)?;
         let name = || self.spec.name.clone();
         let fail = |message: String| RuntimeError::Inference {
@@ -213,8 +286,7 @@ impl ServedModel {
                 reason: "the model is being unloaded".into(),
             },
         };
-        let (outputs, executed) = self
-            .scheduler
+        let (outputs, executed) = scheduler
             .submit(inputs, priority, deadline, context.trace.as_ref())
             .map_err(queue_error)?
             .answer()
@@ -244,6 +316,7 @@ impl ServedModel {
             })
             .collect();
         let response = InferResponse {
+            route: String::new(),
             model_name: name(),
             model_version: self.spec.version,
             outputs,

@@ -23,7 +23,7 @@ fn runtime(repo: &Path, mode: ControlMode) -> Arc<Runtime> {
     Arc::new(Runtime::new(repo, vec![Arc::new(TractBackend)]).with_control_mode(mode))
 }
 
-async fn infer_iris(runtime: &Runtime) -> (u64, Vec<f32>) {
+async fn infer_iris(runtime: &Arc<Runtime>) -> (u64, Vec<f32>) {
     let request = InferRequest {
         inputs: vec![iris_input(1)],
         outputs: Some(vec!["probabilities".into()]),

@@ -73,6 +73,9 @@ impl Pipeline {
             }
         };
         context.set_id(&id, || self.telemetry.make_id());
+        if let Some(name) = self.runtime.sticky_key_name(&target.model) {
+            context.routing_key = carrier.get(&name.to_ascii_lowercase()).map(str::to_string);
+        }
         // Every log line of the request from here on carries its id.
         let span = self.span(&context, &target);
         async move {

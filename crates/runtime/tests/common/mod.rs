@@ -43,7 +43,7 @@ pub fn iris_input(rows: usize) -> NamedTensor {
 
 /// One request to `model` (the router picks the version unless `version` names one).
 pub async fn infer(
-    runtime: &Runtime,
+    runtime: &std::sync::Arc<Runtime>,
     model: &str,
     version: Option<&str>,
     request: InferRequest,

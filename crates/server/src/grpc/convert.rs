@@ -287,6 +287,7 @@ mod tests {
     fn half_floats_force_raw_answers() {
         let tensor = Tensor::new(vec![1], TensorData::F16(vec![half::f16::ONE])).unwrap();
         let resp = InferResponse {
+            route: String::new(),
             model_name: "m".into(),
             model_version: 1,
             outputs: vec![NamedTensor {

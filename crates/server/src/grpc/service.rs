@@ -65,6 +65,16 @@ async fn infer(
         .map_err(Status::from)
 }
 
+/// The `x-inferd-route` response metadata: `<model>/<version>` that answered.
+fn routed(response: pb::ModelInferResponse) -> Response<pb::ModelInferResponse> {
+    let route = format!("{}/{}", response.model_name, response.model_version);
+    let mut answer = Response::new(response);
+    if let Ok(value) = route.parse() {
+        answer.metadata_mut().insert("x-inferd-route", value);
+    }
+    answer
+}
+
 /// A stream error answered in the stream: the error text, and the request's id and model so
 /// the client can tell which request failed.
 fn stream_error(
@@ -140,9 +150,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (metadata, _, wire) = request.into_parts();
-        infer(&self.pipeline, &metadata, wire)
-            .await
-            .map(Response::new)
+        infer(&self.pipeline, &metadata, wire).await.map(routed)
     }
 
     type ModelStreamInferStream = InferStream;

@@ -7,6 +7,7 @@ mod limit;
 mod logging;
 mod models;
 mod repository;
+mod traffic;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,6 +77,21 @@ pub fn router(
             "/v2/models/{model}/versions/{version}/infer",
             post(infer::infer),
         )
+        .route("/v2/models/{model}/aliases", get(traffic::aliases))
+        .route(
+            "/v2/models/{model}/aliases/{alias}",
+            axum::routing::put(traffic::put_alias).delete(traffic::delete_alias),
+        )
+        .route(
+            "/v2/models/{model}/traffic",
+            get(traffic::traffic).put(traffic::put_traffic),
+        )
+        .route(
+            "/v2/models/{model}/rollout",
+            get(traffic::rollout).post(traffic::start_rollout),
+        )
+        .route("/v2/models/{model}/rollout/{action}", post(traffic::act))
+        .route("/v2/models/{model}/history", get(traffic::history))
         .route("/v2/logging", get(logging::get).post(logging::post))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))

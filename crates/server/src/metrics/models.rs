@@ -62,6 +62,14 @@ const FAILURE: (&str, &str) = (
     "nv_inference_request_failure",
     "Number of failed inference requests, all batch sizes, by reason",
 );
+const SHADOW: (&str, &str) = (
+    "inferd_shadow_requests_total",
+    "Shadow copies by result: match, mismatch, error (the shadow failed), dropped (its queue was full)",
+);
+const SHADOW_DIFF: (&str, &str) = (
+    "inferd_shadow_max_abs_diff",
+    "Largest absolute difference between a float output of the shadow and of the primary, per request",
+);
 const PENDING: (&str, &str) = (
     "nv_inference_pending_request_count",
     "Instantaneous number of pending requests awaiting execution per-model",
@@ -114,6 +122,12 @@ impl ModelCollector {
         let mut failure_labels = labels();
         failure_labels.push("reason".into());
         descs.push(desc(FAILURE.0, FAILURE.1, failure_labels));
+        let mut shadow_labels = labels();
+        shadow_labels.push("result".into());
+        descs.push(desc(SHADOW.0, SHADOW.1, shadow_labels));
+        let mut diff_labels = labels();
+        diff_labels.push("output".into());
+        descs.push(desc(SHADOW_DIFF.0, SHADOW_DIFF.1, diff_labels));
         ModelCollector { runtime, descs }
     }
 }
@@ -212,6 +226,43 @@ impl Collector for ModelCollector {
             })
             .collect();
         families.push(family(PENDING.0, PENDING.1, MetricType::GAUGE, pending));
+        let shadows = self.runtime.all_shadow_figures();
+        let results = shadows
+            .iter()
+            .flat_map(|(m, f)| {
+                let v = f.version.to_string();
+                [
+                    ("match", f.matched),
+                    ("mismatch", f.mismatch),
+                    ("error", f.error),
+                    ("dropped", f.dropped),
+                ]
+                .into_iter()
+                .map(move |(result, n)| {
+                    let l = labels(&[("model", m), ("version", &v), ("result", result)]);
+                    counter(l, n as f64)
+                })
+            })
+            .collect();
+        families.push(family(SHADOW.0, SHADOW.1, MetricType::COUNTER, results));
+        let diffs = shadows
+            .iter()
+            .flat_map(|(m, f)| {
+                let v = f.version.to_string();
+                f.diffs.iter().map(move |(output, h)| {
+                    histogram(
+                        labels(&[("model", m), ("version", &v), ("output", output)]),
+                        h,
+                    )
+                })
+            })
+            .collect();
+        families.push(family(
+            SHADOW_DIFF.0,
+            SHADOW_DIFF.1,
+            MetricType::HISTOGRAM,
+            diffs,
+        ));
         for (name, help, get) in HISTOGRAMS {
             let metrics = rows
                 .iter()

@@ -75,11 +75,27 @@ impl http_body::Body for Chunks {
     }
 }
 
+/// Where an answer came from, as the `x-inferd-route` header says it: `<model>/<version>`.
+pub const ROUTE_HEADER: &str = "x-inferd-route";
+
 pub fn response(
     context: &RequestContext,
     response: &InferResponse,
     format: &ResponseFormat,
 ) -> Response {
+    let mut answer = body(context, response, format);
+    if let Ok(route) = HeaderValue::from_str(&format!(
+        "{}/{}",
+        response.model_name, response.model_version
+    )) {
+        answer
+            .headers_mut()
+            .insert(header::HeaderName::from_static(ROUTE_HEADER), route);
+    }
+    answer
+}
+
+fn body(context: &RequestContext, response: &InferResponse, format: &ResponseFormat) -> Response {
     let mut binary = VecDeque::new();
     let outputs = response
         .outputs

@@ -82,6 +82,7 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         version_policy: version_policy(object.get("version_policy"))?,
         parameters: parameters(object.get("parameters"))?,
         warmup: warmups(object.get("model_warmup"))?,
+        traffic: None,
     };
     config.validate()?;
     Ok(config)
