@@ -11,8 +11,10 @@ if [ ! -x "$tools/perf_analyzer" ]; then
     python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux1_x86_64 \
         tritonclient==2.51.0 -d "$tmp"
     python3 -m pip download -q --no-deps --only-binary=:all: nvidia-cuda-runtime-cu12==12.9.79 -d "$tmp"
-    unzip -q -o "$tmp"/tritonclient-2.51.0-*.whl 'tritonclient-2.51.0.data/data/bin/perf_analyzer' -d "$tmp"
-    unzip -q -o "$tmp"/nvidia_cuda_runtime_cu12-*.whl 'nvidia/cuda_runtime/lib/libcudart.so.12' -d "$tmp"
+    # Python's zipfile rather than unzip: one tool less to install.
+    extract() { python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' "$@"; }
+    extract "$(ls "$tmp"/tritonclient-2.51.0-*.whl)" 'tritonclient-2.51.0.data/data/bin/perf_analyzer' "$tmp"
+    extract "$(ls "$tmp"/nvidia_cuda_runtime_cu12-*.whl)" 'nvidia/cuda_runtime/lib/libcudart.so.12' "$tmp"
     mv "$tmp/tritonclient-2.51.0.data/data/bin/perf_analyzer" "$tools/"
     mkdir -p "$tools/lib" && mv "$tmp/nvidia/cuda_runtime/lib/libcudart.so.12" "$tools/lib/"
     chmod +x "$tools/perf_analyzer"

@@ -280,7 +280,7 @@ async fn execute(client: &Client, command: ModelsCommand, as_json: bool) -> Resu
                 text(&v["canary"]),
                 text(&v["baseline"]),
                 text(&v["state"]),
-                text(&v["weight"]),
+                percent(&v["weight"]),
                 v["step"].as_u64().unwrap_or(0) + 1,
                 v["plan"]["steps"].as_array().map_or(0, Vec::len)
             );
@@ -292,7 +292,7 @@ async fn execute(client: &Client, command: ModelsCommand, as_json: bool) -> Resu
                             vec![
                                 text(&d["time"]),
                                 text(&d["action"]),
-                                format!("{}%", text(&d["weight"])),
+                                format!("{}%", percent(&d["weight"])),
                                 text(&d["reason"]),
                             ]
                         })
@@ -337,6 +337,16 @@ async fn execute(client: &Client, command: ModelsCommand, as_json: bool) -> Resu
         print!("{table}");
     }
     Ok(())
+}
+
+/// A share as people write it: 25, 12.5.
+fn percent(v: &Value) -> String {
+    let p = v.as_f64().unwrap_or(0.0);
+    if p.fract() == 0.0 {
+        format!("{p:.0}")
+    } else {
+        format!("{p}")
+    }
 }
 
 fn text(v: &Value) -> String {
