@@ -51,7 +51,10 @@ def test_a_good_version_is_promoted_under_perf_analyzer_load(srv):
     try:
         time.sleep(2)
         status, body = call(srv, "POST", "/v2/models/staged/rollout",
-                            {"version": "2", "steps": [20, 50, 100], "step_seconds": 1.5, "min_requests": 50})
+                            {"version": "2", "steps": [20, 50, 100], "step_seconds": 1.5, "min_requests": 50,
+                             # A new Python worker answers its first calls slower: p99 over a
+                             # step of a few hundred requests is not what this test judges.
+                             "max_p99_ratio": 20})
         assert status == 200 and body["state"] == "running" and body["weight"] == 20, body
         done = wait_for(srv, {"promoted", "rolled_back"}, 60)
         assert done["state"] == "promoted", done["decisions"]

@@ -1,5 +1,6 @@
 //! The `inferd` binary.
 
+mod audit;
 mod client;
 mod log_buffer;
 mod logging;
@@ -26,6 +27,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Inspect and change a running server's models: repository, aliases, traffic, rollouts.
     Models(models::ModelsArgs),
+    /// The audit log: verify its hash chains, find records, replay recorded inputs.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Models(args) => models::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

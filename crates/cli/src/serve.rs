@@ -9,6 +9,7 @@ use inferd_backend_python::PythonBackend;
 use inferd_backend_tract::TractBackend;
 use inferd_backend_trees::TreeBackend;
 use inferd_core::Backend;
+use inferd_runtime::audit::{Audit, AuditSettings, WhenFull};
 use inferd_runtime::state::StateStore;
 use inferd_runtime::{ControlMode, Runtime};
 use inferd_server::ServerConfig;
@@ -113,6 +114,40 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_STATE_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..))]
     state_poll_ms: u64,
 
+    /// Keep an audit log of every inference request in DIR (off without it).
+    #[arg(long, env = "INFERD_AUDIT_DIR", value_name = "DIR")]
+    audit_dir: Option<PathBuf>,
+
+    /// Audit segments are closed past this size (e.g. 64MiB)...
+    #[arg(long, env = "INFERD_AUDIT_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    audit_segment_size: usize,
+
+    /// ...or this many seconds.
+    #[arg(long, env = "INFERD_AUDIT_SEGMENT_SECS", default_value_t = 3600)]
+    audit_segment_secs: u64,
+
+    /// Closed audit segments kept (the oldest are removed first); all when unset.
+    #[arg(long, env = "INFERD_AUDIT_KEEP_SEGMENTS")]
+    audit_keep_segments: Option<usize>,
+
+    /// Closed audit segments younger than this many days are kept; all when unset.
+    #[arg(long, env = "INFERD_AUDIT_KEEP_DAYS")]
+    audit_keep_days: Option<u64>,
+
+    /// Audit records reach the disk (fsync) at least this often, in milliseconds; 0 syncs
+    /// every batch written.
+    #[arg(long, env = "INFERD_AUDIT_FSYNC_MS", default_value_t = 1000)]
+    audit_fsync_ms: u64,
+
+    /// Audit records that may wait for the writer.
+    #[arg(long, env = "INFERD_AUDIT_QUEUE", default_value_t = 65536)]
+    audit_queue: usize,
+
+    /// When the audit writer falls behind: `block` (requests wait: nothing is lost) or `drop`
+    /// (records are dropped and counted).
+    #[arg(long, env = "INFERD_AUDIT_WHEN_FULL", value_enum, default_value = "block")]
+    audit_when_full: WhenFullArg,
+
     /// Log line format.
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -140,6 +175,12 @@ pub struct ServeArgs {
     /// Share of requests traced when the caller's `traceparent` does not decide (0 to 1).
     #[arg(long, env = "INFERD_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = ratio)]
     trace_sample_ratio: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WhenFullArg {
+    Block,
+    Drop,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -224,12 +265,30 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         (None, dir) => StateStore::sqlite(dir.as_deref())?,
     };
     let access = Arc::new(inferd_server::AccessLog::new(args.access_log));
-    let runtime = Arc::new(
-        Runtime::new(&args.model_repository, backends)
-            .with_control_mode(mode)
-            .with_store(store)
-            .with_observer(Arc::clone(&access) as Arc<dyn inferd_runtime::Observer>),
-    );
+    let audit = match &args.audit_dir {
+        None => None,
+        Some(dir) => Some(Arc::new(Audit::start(AuditSettings {
+            dir: dir.clone(),
+            segment_bytes: args.audit_segment_size as u64,
+            segment_age: Duration::from_secs(args.audit_segment_secs.max(1)),
+            keep_segments: args.audit_keep_segments,
+            keep_age: args.audit_keep_days.map(|d| Duration::from_secs(d * 86_400)),
+            fsync_every: Duration::from_millis(args.audit_fsync_ms),
+            queue: args.audit_queue,
+            when_full: match args.audit_when_full {
+                WhenFullArg::Block => WhenFull::Block,
+                WhenFullArg::Drop => WhenFull::Drop,
+            },
+        })?)),
+    };
+    let mut runtime = Runtime::new(&args.model_repository, backends)
+        .with_control_mode(mode)
+        .with_store(store)
+        .with_observer(Arc::clone(&access) as Arc<dyn inferd_runtime::Observer>);
+    if let Some(audit) = &audit {
+        runtime = runtime.with_observer(Arc::clone(audit) as Arc<dyn inferd_runtime::Observer>);
+    }
+    let runtime = Arc::new(runtime);
     runtime
         .reload_state()
         .await
@@ -247,7 +306,7 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         true => Some(bind(args.metrics_port).await?),
         false => None,
     };
-    let metrics = Arc::new(inferd_server::Metrics::new(Arc::clone(&runtime)));
+    let metrics = Arc::new(inferd_server::Metrics::new(Arc::clone(&runtime), audit.clone()));
     let config = ServerConfig {
         max_message_bytes: args.max_request_size,
         strict_readiness: args.strict_readiness,
@@ -312,6 +371,15 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         }
     };
     tokio::try_join!(http, grpc, metrics_endpoint)?;
+    if let Some(audit) = &audit {
+        // Every request has been answered: its record is queued. Write them all out.
+        let closing = Arc::clone(audit);
+        tokio::task::spawn_blocking(move || closing.close())
+            .await
+            .map_err(|e| format!("closing the audit log failed: {e}"))?;
+        let s = audit_stats(audit);
+        tracing::info!(written = s.0, dropped = s.1, failed = s.2, "audit log closed");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -372,4 +440,9 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn audit_stats(audit: &Audit) -> (u64, u64, u64) {
+    let s = audit.stats();
+    (s.written, s.dropped, s.failed)
 }

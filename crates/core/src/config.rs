@@ -40,6 +40,33 @@ pub struct ModelConfig {
     /// Where unversioned requests go (weighted split, shadow copies, sticky key); the
     /// `/traffic` API replaces it at run time.
     pub traffic: Option<crate::TrafficPolicy>,
+    /// What the audit log keeps of this model's requests (with `--audit-dir`).
+    pub audit: Option<AuditConfig>,
+}
+
+/// config.toml's `[audit]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default)]
+    pub payloads: AuditPayloads,
+    /// Share of records that keep the payloads, 0 to 1 (the others keep hashes only).
+    #[serde(default = "all_of_them")]
+    pub sample: f64,
+}
+
+fn all_of_them() -> f64 {
+    1.0
+}
+
+/// What of the request's tensors an audit record keeps besides their hashes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditPayloads {
+    #[default]
+    None,
+    Inputs,
+    All,
 }
 
 /// Instances (threads) one model version may ask for.
@@ -229,6 +256,11 @@ impl ModelConfig {
         }
         if let Some(traffic) = &self.traffic {
             traffic.arms().map_err(|e| format!("traffic: {e}"))?;
+        }
+        if let Some(audit) = &self.audit
+            && !(0.0..=1.0).contains(&audit.sample)
+        {
+            return Err(format!("audit.sample {} must be between 0 and 1", audit.sample));
         }
         if let Some(b) = &self.dynamic_batching {
             if b.priority_levels == 0 {

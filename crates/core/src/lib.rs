@@ -11,7 +11,7 @@ mod traffic;
 
 pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
 pub use config::{
-    CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, MAX_INSTANCES, ModelConfig,
+    AuditConfig, AuditPayloads, CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, MAX_INSTANCES, ModelConfig,
     VersionPolicy, Warmup, WarmupData,
 };
 pub use datatype::DataType;

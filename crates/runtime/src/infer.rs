@@ -30,6 +30,7 @@ impl Runtime {
             target,
             context,
             version: None,
+            spec: None,
             request: kept,
             done: false,
         };
@@ -45,6 +46,7 @@ impl Runtime {
                 tolerance,
             }) => {
                 watch.version = Some(load.spec().version);
+                watch.spec = Some(Arc::clone(load.spec()));
                 let primaries: Vec<_> = shadows
                     .into_iter()
                     .filter_map(|shadow| {
@@ -137,6 +139,7 @@ impl Runtime {
                 target: &target,
                 context: &context,
                 version: Some(version),
+                spec: Some(Arc::clone(shadow.spec())),
                 request: kept,
                 done: true,
             };
@@ -165,6 +168,7 @@ impl Runtime {
             target,
             context,
             version: None,
+            spec: None,
             request: None,
             done: true,
         };
@@ -178,6 +182,7 @@ struct Watch<'a> {
     target: &'a Target,
     context: &'a RequestContext,
     version: Option<u64>,
+    spec: Option<Arc<crate::ModelSpec>>,
     request: Option<InferRequest>,
     done: bool,
 }
@@ -191,6 +196,7 @@ impl Watch<'_> {
             context: self.context,
             target: self.target,
             version: self.version,
+            spec: self.spec.as_deref(),
             request: self.request.as_ref(),
             outcome,
             latency: self.context.received.elapsed(),

@@ -2,6 +2,7 @@
 //! wire formats: front ends hand [`Runtime::infer`] a [`Target`], an [`InferRequest`] and a
 //! [`RequestContext`], and get an [`InferResponse`] back.
 
+pub mod audit;
 mod context;
 mod error;
 mod fingerprint;
@@ -39,7 +40,7 @@ pub use rollout::{
 };
 pub use router::RouteKind;
 pub(crate) use served::ServedModel;
-pub use shadow::{DIFF_BUCKETS, ShadowFigures};
+pub use shadow::{DEFAULT_TOLERANCE, DIFF_BUCKETS, ShadowFigures, outputs_agree};
 pub use spec::ModelSpec;
 pub use stats::{
     BATCH_BUCKETS, BatchSnapshot, CountNs, FailureReason, HistogramSnapshot, LATENCY_BUCKETS,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::{ErrorKind, InferRequest, InferResponse, RequestContext, Target};
+use crate::{ErrorKind, InferRequest, InferResponse, ModelSpec, RequestContext, Target};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +26,8 @@ pub struct Completed<'a> {
     pub target: &'a Target,
     /// The version the router chose, when it got that far.
     pub version: Option<u64>,
+    /// That version's description (its config included).
+    pub spec: Option<&'a ModelSpec>,
     /// The request as the model received it; `None` when it could not be decoded.
     pub request: Option<&'a InferRequest>,
     pub outcome: Outcome<'a>,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use inferd_core::{DataType, Tensor};
+use inferd_core::{DataType, NamedTensor, Tensor};
 use serde::Serialize;
 
 use crate::stats::{Histogram, HistogramSnapshot};
@@ -121,23 +121,39 @@ impl Runtime {
     }
 }
 
-/// Compares a shadow's answer with the primary's and counts it. Integer, BOOL and BYTES
-/// outputs must be equal; float outputs are compared by each row's argmax when the model has
-/// an integer or BYTES output (a label: the floats are then scores), else within `tolerance`.
-/// Every float output's largest absolute difference goes to its histogram.
+/// Compares a shadow's answer with the primary's and counts it (see [`outputs_agree`]).
 pub(crate) fn compare(
     stats: &ShadowStats,
     primary: &InferResponse,
     shadow: &InferResponse,
     tolerance: f64,
 ) -> bool {
-    let labelled = primary
-        .outputs
-        .iter()
-        .any(|o| !is_float(o.tensor.datatype()));
-    let mut same = primary.outputs.len() == shadow.outputs.len();
-    for p in &primary.outputs {
-        let Some(s) = shadow.outputs.iter().find(|s| s.name == p.name) else {
+    let same = outputs_agree(&primary.outputs, &shadow.outputs, tolerance, |name, diff| {
+        stats.diff(name).observe(diff)
+    });
+    let counter = if same {
+        &stats.matched
+    } else {
+        &stats.mismatched
+    };
+    counter.fetch_add(1, Relaxed);
+    same
+}
+
+/// Whether two answers agree: integer, BOOL and BYTES outputs must be equal; float outputs are
+/// compared by each row's argmax when the answer has an integer or BYTES output (a label: the
+/// floats are then scores), else within `tolerance`. Each float output's largest absolute
+/// difference goes to `diff`. Shadow comparisons and `inferd audit replay` use this.
+pub fn outputs_agree(
+    primary: &[NamedTensor],
+    other: &[NamedTensor],
+    tolerance: f64,
+    mut diff: impl FnMut(&str, f64),
+) -> bool {
+    let labelled = primary.iter().any(|o| !is_float(o.tensor.datatype()));
+    let mut same = primary.len() == other.len();
+    for p in primary {
+        let Some(s) = other.iter().find(|s| s.name == p.name) else {
             same = false;
             continue;
         };
@@ -154,30 +170,15 @@ pub(crate) fn compare(
         let max_diff = x
             .iter()
             .zip(&y)
-            .map(|(u, v)| {
-                if u.is_nan() && v.is_nan() {
-                    0.0
-                } else {
-                    (u - v).abs()
-                }
-            })
-            .fold(
-                0.0f64,
-                |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-            );
-        stats.diff(&p.name).observe(max_diff);
+            .map(|(u, v)| if u.is_nan() && v.is_nan() { 0.0 } else { (u - v).abs() })
+            .fold(0.0f64, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) });
+        diff(&p.name, max_diff);
         same &= if labelled {
             argmax_rows(&x, a.shape()) == argmax_rows(&y, b.shape())
         } else {
             max_diff <= tolerance
         };
     }
-    let counter = if same {
-        &stats.matched
-    } else {
-        &stats.mismatched
-    };
-    counter.fetch_add(1, Relaxed);
     same
 }
 
@@ -218,7 +219,7 @@ fn argmax_rows(values: &[f64], shape: &[usize]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inferd_core::{NamedTensor, TensorData};
+    use inferd_core::TensorData;
 
     fn response(label: i64, probs: [f32; 2]) -> InferResponse {
         InferResponse {

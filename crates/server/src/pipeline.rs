@@ -13,6 +13,31 @@ use tracing::Instrument;
 use crate::telemetry::child;
 use crate::{ApiError, Telemetry};
 
+/// A request the decoder refused, with the client's id when it got that far.
+pub struct Rejected {
+    pub error: ApiError,
+    pub id: String,
+}
+
+impl From<ApiError> for Rejected {
+    fn from(error: ApiError) -> Rejected {
+        Rejected {
+            error,
+            id: String::new(),
+        }
+    }
+}
+
+impl ApiError {
+    /// This error, for the request with `id`.
+    pub fn of(self, id: &str) -> Rejected {
+        Rejected {
+            error: self,
+            id: id.to_string(),
+        }
+    }
+}
+
 /// What a decoder makes of a wire request.
 pub struct Decoded<F> {
     pub request: InferRequest,
@@ -42,7 +67,7 @@ impl Pipeline {
         protocol: Protocol,
         target: Target,
         carrier: &(dyn Extractor + Sync),
-        decode: impl Future<Output = Result<Decoded<F>, ApiError>>,
+        decode: impl Future<Output = Result<Decoded<F>, Rejected>>,
         encode: impl FnOnce(&RequestContext, InferResponse, F) -> Out,
     ) -> Result<Out, ApiError> {
         let mut context = RequestContext::new(protocol);
@@ -60,13 +85,13 @@ impl Pipeline {
             format,
         } = match decoded {
             Ok(decoded) => decoded,
-            Err(e) => {
+            Err(Rejected { error: e, id }) => {
                 // An unknown or unavailable model says more than the body's faults.
                 let e = match self.runtime.check_route(&target) {
                     Err(unroutable) => ApiError::from(unroutable),
                     Ok(()) => e,
                 };
-                context.set_id("", || self.telemetry.make_id());
+                context.set_id(&id, || self.telemetry.make_id());
                 let _span = self.span(&context, &target).entered();
                 self.runtime.reject(&target, &context, e.kind, &e.message);
                 return Err(e);

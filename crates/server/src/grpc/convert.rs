@@ -6,7 +6,7 @@ use inferd_runtime::{InferRequest, InferResponse, Parameter, Parameters, Request
 
 use crate::ApiError;
 use crate::pb::{self, infer_parameter::ParameterChoice};
-use crate::pipeline::Decoded;
+use crate::pipeline::{Decoded, Rejected};
 
 fn parameters(
     wire: std::collections::HashMap<String, pb::InferParameter>,
@@ -67,7 +67,19 @@ fn typed(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, String>
 }
 
 /// The runtime request, its id, and whether the client sent raw contents (answered in kind).
-pub fn request(wire: pb::ModelInferRequest) -> Result<Decoded<bool>, ApiError> {
+pub fn request(mut wire: pb::ModelInferRequest) -> Result<Decoded<bool>, Rejected> {
+    let id = std::mem::take(&mut wire.id);
+    match decode(wire) {
+        Ok((request, raw)) => Ok(Decoded {
+            request,
+            id,
+            format: raw,
+        }),
+        Err(e) => Err(e.of(&id)),
+    }
+}
+
+fn decode(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), ApiError> {
     let use_raw = !wire.raw_input_contents.is_empty();
     if use_raw && wire.raw_input_contents.len() != wire.inputs.len() {
         return Err(ApiError::bad_request(format!(
@@ -127,11 +139,7 @@ pub fn request(wire: pb::ModelInferRequest) -> Result<Decoded<bool>, ApiError> {
         inputs,
         outputs,
     };
-    Ok(Decoded {
-        request,
-        id: wire.id,
-        format: use_raw,
-    })
+    Ok((request, use_raw))
 }
 
 fn contents(data: TensorData) -> pb::InferTensorContents {
@@ -254,7 +262,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let err = request(out_of_range).err().unwrap();
+        let err = request(out_of_range).err().unwrap().error;
         assert_eq!(err.kind, inferd_runtime::ErrorKind::InvalidArgument);
         assert!(
             err.message.contains("input 'x'") && err.message.contains("300"),
@@ -267,7 +275,7 @@ mod tests {
             raw_input_contents: vec![Bytes::from_static(&[0; 4])],
             ..Default::default()
         };
-        let err = request(short_raw).err().unwrap();
+        let err = request(short_raw).err().unwrap().error;
         assert!(err.message.contains("needs 8"), "{}", err.message);
 
         let no_data = pb::ModelInferRequest {
@@ -278,6 +286,7 @@ mod tests {
             request(no_data)
                 .err()
                 .unwrap()
+                .error
                 .message
                 .contains("has no contents")
         );

@@ -6,6 +6,7 @@
 //! prometheus-client writes OpenMetrics, which appends `_total` to every counter and would break
 //! dashboards built on Triton's `nv_inference_request_success`.
 
+mod audit;
 mod models;
 mod process;
 
@@ -29,7 +30,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(runtime: Arc<Runtime>) -> Metrics {
+    pub fn new(runtime: Arc<Runtime>, audit: Option<Arc<inferd_runtime::audit::Audit>>) -> Metrics {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -47,12 +48,18 @@ impl Metrics {
             &["method", "code"],
         )
         .expect("static metric options are valid");
+        let audit = audit.map(|a| {
+            Box::new(audit::AuditCollector::new(a)) as Box<dyn prometheus::core::Collector>
+        });
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(grpc_requests.clone()),
             Box::new(models::ModelCollector::new(runtime)),
             Box::new(process::ProcessCollector::new()),
-        ] {
+        ]
+        .into_iter()
+        .chain(audit)
+        {
             registry
                 .register(collector)
                 .expect("metric names are registered once");

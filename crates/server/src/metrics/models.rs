@@ -166,7 +166,7 @@ fn counter(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
     m
 }
 
-fn histogram(labels: Vec<proto::LabelPair>, h: &HistogramSnapshot) -> proto::Metric {
+pub(super) fn histogram(labels: Vec<proto::LabelPair>, h: &HistogramSnapshot) -> proto::Metric {
     let mut out = proto::Histogram::default();
     out.set_sample_count(h.count);
     out.set_sample_sum(h.sum);

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::json_data;
 use crate::ApiError;
-use crate::pipeline::Decoded;
+use crate::pipeline::{Decoded, Rejected};
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
@@ -157,13 +157,14 @@ fn head(frames: &[Bytes], n: usize) -> Cow<'_, [u8]> {
 pub fn request(
     frames: &[Bytes],
     header_length: Option<usize>,
-) -> Result<Decoded<ResponseFormat>, ApiError> {
+) -> Result<Decoded<ResponseFormat>, Rejected> {
     let total: usize = frames.iter().map(Bytes::len).sum();
     let json_len = match header_length {
         Some(n) if n > total => {
             return Err(ApiError::bad_request(format!(
                 "Inference-Header-Content-Length is {n} but the body has only {total} bytes"
-            )));
+            ))
+            .into());
         }
         Some(n) => n,
         None => total,
@@ -171,9 +172,17 @@ pub fn request(
     let json = head(frames, json_len);
     let mut binary = Frames::new(frames);
     binary.take(json_len);
+    let binary = binary;
     let parsed: RequestJson = serde_json::from_slice(&json)
         .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
+    let id = parsed.id.clone().map(Cow::into_owned).unwrap_or_default();
+    decode_parsed(parsed, binary).map_err(|e| e.of(&id))
+}
 
+fn decode_parsed(
+    parsed: RequestJson<'_>,
+    mut binary: Frames<'_>,
+) -> Result<Decoded<ResponseFormat>, ApiError> {
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in parsed.inputs {
         let fail = |m: String| ApiError::bad_request(format!("input '{}': {m}", input.name));
@@ -260,7 +269,7 @@ mod tests {
     }
 
     fn err(body: &[u8], header: Option<usize>) -> String {
-        request(&one(body), header).err().unwrap().message
+        request(&one(body), header).err().unwrap().error.message
     }
 
     #[test]

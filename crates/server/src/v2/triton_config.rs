@@ -83,6 +83,7 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         parameters: parameters(object.get("parameters"))?,
         warmup: warmups(object.get("model_warmup"))?,
         traffic: None,
+        audit: None,
     };
     config.validate()?;
     Ok(config)
