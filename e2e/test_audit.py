@@ -164,3 +164,67 @@ def test_replay_reports_agreement_exactly(audited):
         assert changed["differ"] == expected and changed["failed"] == 0, (changed, expected)
     finally:
         srv.stop()
+
+
+def test_records_reach_a_cloudevents_sink_at_least_once_and_resume(tmp_path):
+    import http.server
+    import time
+
+    received = []
+    state = {"fail": True}
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if state["fail"]:
+                self.send_response(503)  # a stalled endpoint: nothing is lost meanwhile
+            else:
+                received.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
+                self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/events"
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "models" / "mlp", repo / "mlp")
+    log = tmp_path / "audit"
+    flags = ("--audit-dir", log, "--audit-sink-url", url, "--audit-fsync-ms", "0")
+
+    def traffic(srv, prefix, n):
+        conn = http.client.HTTPConnection(srv.url)
+        for i in range(n):
+            conn.request("POST", "/v2/models/mlp/infer", json.dumps(
+                {"id": f"{prefix}{i}", "inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}))
+            conn.getresponse().read()
+
+    def wait(ids):
+        deadline = time.monotonic() + 30
+        while not ids <= {e[1]["id"] for e in received} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return ids <= {e[1]["id"] for e in received}
+
+    try:
+        srv = Server(repo, tmp_path / "one.log", *flags)
+        traffic(srv, "a", 100)
+        time.sleep(1)
+        assert not received
+        state["fail"] = False
+        assert wait({f"a{i}" for i in range(100)}), len(received)
+        headers, record = received[0]
+        assert headers["ce-specversion"] == "1.0" and headers["ce-type"] == "org.kubeflow.serving.inference.response"
+        assert headers["ce-inferenceservicename"] == "mlp" and headers["ce-requestid"] == record["id"]
+        srv.stop()
+        before = len(received)
+        srv = Server(repo, tmp_path / "two.log", *flags)
+        traffic(srv, "b", 50)
+        assert wait({f"b{i}" for i in range(50)})
+        resent = [e for e in received[before:] if e[1]["id"].startswith("a")]
+        assert len(resent) <= 1, f"{len(resent)} records sent again after the restart"
+        srv.stop()
+    finally:
+        receiver.shutdown()

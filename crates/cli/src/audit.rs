@@ -102,7 +102,10 @@ pub fn run(args: AuditArgs) -> Result<(), String> {
             };
             let table = !json && std::io::stdout().is_terminal();
             if table {
-                println!("{:<24} {:<28} {:<20} {:<8} {:<18} {:>10}", "ID", "RECEIVED", "MODEL", "VERSION", "STATUS", "LATENCY_US");
+                println!(
+                    "{:<24} {:<28} {:<20} {:<8} {:<18} {:>10}",
+                    "ID", "RECEIVED", "MODEL", "VERSION", "STATUS", "LATENCY_US"
+                );
             }
             let found = find(&dir, &query, |line| {
                 if !table {
@@ -170,7 +173,11 @@ pub fn run(args: AuditArgs) -> Result<(), String> {
             } else {
                 println!(
                     "replayed {} recorded requests of {model} against version {against}: {} agree, {} differ, {} failed, {} had no recorded outputs",
-                    summary["replayed"], summary["agree"], summary["differ"], summary["failed"], summary["no_outputs"]
+                    summary["replayed"],
+                    summary["agree"],
+                    summary["differ"],
+                    summary["failed"],
+                    summary["no_outputs"]
                 );
                 if let Some(a) = summary["agreement"].as_f64() {
                     println!("agreement {:.2}%", a * 100.0);
@@ -194,7 +201,11 @@ fn tensors(payload: &Value) -> Result<Vec<NamedTensor>, String> {
                 .map_err(|e| format!("tensor '{name}': {e}"))?;
             let shape = t["shape"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_u64().map(|d| d as usize))
+                        .collect()
+                })
                 .unwrap_or_default();
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(t["b64"].as_str().unwrap_or_default())
@@ -220,7 +231,10 @@ async fn replay(
     for record in records {
         let inputs = tensors(&record["inputs"])?;
         let answer = client
-            .infer_binary(&format!("/v2/models/{model}/versions/{version}/infer"), &inputs)
+            .infer_binary(
+                &format!("/v2/models/{model}/versions/{version}/infer"),
+                &inputs,
+            )
             .await;
         let Ok(outputs) = answer else {
             failed += 1;

@@ -1,84 +1,19 @@
-//! A small HTTP/1.1 client for the `inferd` subcommands that talk to a running server.
+//! The `inferd` subcommands' client of a running server: JSON calls and V2 inference with the
+//! binary tensor extension, over the runtime's HTTP client.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use inferd_core::{DataType, NamedTensor, Tensor};
+use inferd_runtime::http_client::HttpClient;
+pub use inferd_runtime::http_client::Method;
 use serde_json::{Value, json};
 
-/// A server's base URL, `http://host:port`; one connection, kept open between requests.
-pub struct Client {
-    authority: String,
-    connection: tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
-}
+pub struct Client(HttpClient);
 
 impl Client {
     pub fn new(url: &str) -> Result<Client, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("--url {url}: give an http:// URL, e.g. http://127.0.0.1:8000")
-        })?;
-        let authority = rest.trim_end_matches('/').to_string();
-        if authority.is_empty() || authority.contains('/') {
-            return Err(format!(
-                "--url {url}: give the server's address only, e.g. http://127.0.0.1:8000"
-            ));
-        }
-        Ok(Client {
-            authority,
-            connection: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    /// Sends one request: status, headers and body.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Bytes,
-    ) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
-        let mut connection = self.connection.lock().await;
-        if connection.as_ref().is_none_or(|c| c.is_closed()) {
-            let stream = tokio::net::TcpStream::connect(&self.authority)
-                .await
-                .map_err(|e| format!("cannot reach inferd at {}: {e}", self.authority))?;
-            let _ = stream.set_nodelay(true);
-            let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP handshake with {} failed: {e}", self.authority))?;
-            tokio::spawn(async move {
-                let _ = driver.await;
-            });
-            *connection = Some(sender);
-        }
-        let Some(sender) = connection.as_mut() else {
-            return Err("no connection".into());
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("the connection to {} failed: {e}", self.authority))?;
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.authority);
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request to {} failed: {e}", self.authority))?;
-        let (status, headers) = (response.status().as_u16(), response.headers().clone());
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer failed: {e}"))?
-            .to_bytes();
-        Ok((status, headers, body))
+        HttpClient::new(url)
+            .map(Client)
+            .map_err(|e| format!("--url {e}"))
     }
 
     /// One inference with the binary tensor extension both ways; the outputs.
@@ -99,7 +34,8 @@ impl Client {
         for t in inputs {
             body.extend_from_slice(&t.tensor.contiguous());
         }
-        let (status, headers, answer) = self
+        let answer = self
+            .0
             .send(
                 Method::POST,
                 path,
@@ -107,6 +43,7 @@ impl Client {
                 Bytes::from(body),
             )
             .await?;
+        let (status, headers, answer) = (answer.status, answer.headers, answer.body);
         let json_len = headers
             .get("inference-header-content-length")
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
@@ -115,16 +52,27 @@ impl Client {
         let head: Value = serde_json::from_slice(&answer[..json_len])
             .map_err(|e| format!("the answer is not V2 JSON: {e}"))?;
         if status != 200 {
-            return Err(format!("{status}: {}", head["error"].as_str().unwrap_or_default()));
+            return Err(format!(
+                "{status}: {}",
+                head["error"].as_str().unwrap_or_default()
+            ));
         }
         let mut at = json_len;
         let mut outputs = Vec::new();
         for o in head["outputs"].as_array().into_iter().flatten() {
             let size = o["parameters"]["binary_data_size"].as_u64().unwrap_or(0) as usize;
-            let datatype: DataType = o["datatype"].as_str().unwrap_or_default().parse().map_err(|e| format!("{e}"))?;
+            let datatype: DataType = o["datatype"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| format!("{e}"))?;
             let shape = o["shape"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_u64().map(|d| d as usize))
+                        .collect()
+                })
                 .unwrap_or_default();
             let end = (at + size).min(answer.len());
             let tensor = Tensor::from_wire(datatype, shape, vec![answer.slice(at..end)])?;
@@ -145,7 +93,8 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<(u16, Value), String> {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let (status, _, body) = self
+        let answer = self
+            .0
             .send(
                 method,
                 path,
@@ -153,13 +102,14 @@ impl Client {
                 Bytes::from(bytes),
             )
             .await?;
+        let body = answer.body;
         let value = if body.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
         };
-        Ok((status, value))
+        Ok((answer.status, value))
     }
 
     /// Like [`Client::call`], but an error status becomes the server's error message.

@@ -1,8 +1,8 @@
 //! `inferd models ...`: the repository, aliases, traffic policies and rollouts of a running
 //! server, as tables for people or JSON for scripts (`--json`).
 
+use crate::client::Method;
 use clap::{Args, Subcommand};
-use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::client::Client;

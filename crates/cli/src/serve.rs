@@ -145,8 +145,23 @@ pub struct ServeArgs {
 
     /// When the audit writer falls behind: `block` (requests wait: nothing is lost) or `drop`
     /// (records are dropped and counted).
-    #[arg(long, env = "INFERD_AUDIT_WHEN_FULL", value_enum, default_value = "block")]
+    #[arg(
+        long,
+        env = "INFERD_AUDIT_WHEN_FULL",
+        value_enum,
+        default_value = "block"
+    )]
     audit_when_full: WhenFullArg,
+
+    /// Forward audit records at least once to this HTTP endpoint as CloudEvents (KServe's
+    /// `ce-*` headers), reading them from the log: it resumes where it stopped.
+    #[arg(
+        long,
+        env = "INFERD_AUDIT_SINK_URL",
+        value_name = "URL",
+        requires = "audit_dir"
+    )]
+    audit_sink_url: Option<String>,
 
     /// Log line format.
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value = "text")]
@@ -272,7 +287,9 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
             segment_bytes: args.audit_segment_size as u64,
             segment_age: Duration::from_secs(args.audit_segment_secs.max(1)),
             keep_segments: args.audit_keep_segments,
-            keep_age: args.audit_keep_days.map(|d| Duration::from_secs(d * 86_400)),
+            keep_age: args
+                .audit_keep_days
+                .map(|d| Duration::from_secs(d * 86_400)),
             fsync_every: Duration::from_millis(args.audit_fsync_ms),
             queue: args.audit_queue,
             when_full: match args.audit_when_full {
@@ -289,6 +306,11 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         runtime = runtime.with_observer(Arc::clone(audit) as Arc<dyn inferd_runtime::Observer>);
     }
     let runtime = Arc::new(runtime);
+    if let (Some(dir), Some(url)) = (&args.audit_dir, &args.audit_sink_url) {
+        let source = format!("inferd/{}", runtime.replica());
+        let sink = inferd_runtime::audit::sink::Sink::new(dir, url, &source)?;
+        tokio::spawn(sink.run());
+    }
     runtime
         .reload_state()
         .await
@@ -306,7 +328,10 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         true => Some(bind(args.metrics_port).await?),
         false => None,
     };
-    let metrics = Arc::new(inferd_server::Metrics::new(Arc::clone(&runtime), audit.clone()));
+    let metrics = Arc::new(inferd_server::Metrics::new(
+        Arc::clone(&runtime),
+        audit.clone(),
+    ));
     let config = ServerConfig {
         max_message_bytes: args.max_request_size,
         strict_readiness: args.strict_readiness,
@@ -378,7 +403,12 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
             .await
             .map_err(|e| format!("closing the audit log failed: {e}"))?;
         let s = audit_stats(audit);
-        tracing::info!(written = s.0, dropped = s.1, failed = s.2, "audit log closed");
+        tracing::info!(
+            written = s.0,
+            dropped = s.1,
+            failed = s.2,
+            "audit log closed"
+        );
     }
     tracing::info!("stopped");
     Ok(())

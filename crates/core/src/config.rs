@@ -260,7 +260,10 @@ impl ModelConfig {
         if let Some(audit) = &self.audit
             && !(0.0..=1.0).contains(&audit.sample)
         {
-            return Err(format!("audit.sample {} must be between 0 and 1", audit.sample));
+            return Err(format!(
+                "audit.sample {} must be between 0 and 1",
+                audit.sample
+            ));
         }
         if let Some(b) = &self.dynamic_batching {
             if b.priority_levels == 0 {

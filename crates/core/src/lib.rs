@@ -11,8 +11,8 @@ mod traffic;
 
 pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
 pub use config::{
-    AuditConfig, AuditPayloads, CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching, MAX_INSTANCES, ModelConfig,
-    VersionPolicy, Warmup, WarmupData,
+    AuditConfig, AuditPayloads, CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching,
+    MAX_INSTANCES, ModelConfig, VersionPolicy, Warmup, WarmupData,
 };
 pub use datatype::DataType;
 

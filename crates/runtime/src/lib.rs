@@ -6,6 +6,7 @@ pub mod audit;
 mod context;
 mod error;
 mod fingerprint;
+pub mod http_client;
 mod infer;
 mod lifecycle;
 mod loader;

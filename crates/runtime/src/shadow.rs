@@ -128,9 +128,12 @@ pub(crate) fn compare(
     shadow: &InferResponse,
     tolerance: f64,
 ) -> bool {
-    let same = outputs_agree(&primary.outputs, &shadow.outputs, tolerance, |name, diff| {
-        stats.diff(name).observe(diff)
-    });
+    let same = outputs_agree(
+        &primary.outputs,
+        &shadow.outputs,
+        tolerance,
+        |name, diff| stats.diff(name).observe(diff),
+    );
     let counter = if same {
         &stats.matched
     } else {
@@ -170,8 +173,17 @@ pub fn outputs_agree(
         let max_diff = x
             .iter()
             .zip(&y)
-            .map(|(u, v)| if u.is_nan() && v.is_nan() { 0.0 } else { (u - v).abs() })
-            .fold(0.0f64, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) });
+            .map(|(u, v)| {
+                if u.is_nan() && v.is_nan() {
+                    0.0
+                } else {
+                    (u - v).abs()
+                }
+            })
+            .fold(
+                0.0f64,
+                |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+            );
         diff(&p.name, max_diff);
         same &= if labelled {
             argmax_rows(&x, a.shape()) == argmax_rows(&y, b.shape())

@@ -14,6 +14,7 @@ use crate::telemetry::child;
 use crate::{ApiError, Telemetry};
 
 /// A request the decoder refused, with the client's id when it got that far.
+#[derive(Debug)]
 pub struct Rejected {
     pub error: ApiError,
     pub id: String,
@@ -39,6 +40,7 @@ impl ApiError {
 }
 
 /// What a decoder makes of a wire request.
+#[derive(Debug)]
 pub struct Decoded<F> {
     pub request: InferRequest,
     /// The client's request id; empty when it gave none.

@@ -9,6 +9,7 @@
 
 mod record;
 pub mod segment;
+pub mod sink;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -16,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub use record::{GENESIS, code, sha256_hex, split_hash, tensors_sha256};
 use record::Payloads;
+pub use record::{GENESIS, code, sha256_hex, split_hash, tensors_sha256};
 pub use segment::{FindQuery, find};
 
 use crate::observer::{Completed, Observer};
@@ -184,7 +185,7 @@ impl Audit {
     pub fn flush(&self) {
         let mut queue = self.shared.lock();
         self.shared.work.notify_one();
-        while !(queue.records.is_empty() && queue.idle) && !queue.closing {
+        while !(queue.closing || queue.records.is_empty() && queue.idle) {
             queue = self
                 .shared
                 .room
@@ -266,16 +267,17 @@ fn write_loop(shared: &Shared, mut files: segment::Writer, fsync_every: Duration
 /// `[audit]` asks for.
 impl Observer for Audit {
     fn completed(&self, event: &Completed<'_>) {
-        let payloads = event
-            .spec
-            .and_then(|s| s.config.audit.as_ref())
-            .map_or(Payloads::None, |a| {
-                if a.sample >= 1.0 || crate::router::random_unit() < a.sample {
-                    a.payloads
-                } else {
-                    Payloads::None
-                }
-            });
+        let payloads =
+            event
+                .spec
+                .and_then(|s| s.config.audit.as_ref())
+                .map_or(Payloads::None, |a| {
+                    if a.sample >= 1.0 || crate::router::random_unit() < a.sample {
+                        a.payloads
+                    } else {
+                        Payloads::None
+                    }
+                });
         self.push(record::body(event, payloads));
     }
 

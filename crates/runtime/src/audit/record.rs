@@ -79,7 +79,12 @@ pub fn tensors_sha256(tensors: &[NamedTensor]) -> String {
     for t in sorted {
         field(t.name.as_bytes());
         field(t.tensor.datatype().as_str().as_bytes());
-        let shape: Vec<u8> = t.tensor.shape().iter().flat_map(|d| (*d as u64).to_le_bytes()).collect();
+        let shape: Vec<u8> = t
+            .tensor
+            .shape()
+            .iter()
+            .flat_map(|d| (*d as u64).to_le_bytes())
+            .collect();
         field(&shape);
         field(&t.tensor.contiguous());
     }
@@ -94,7 +99,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-fn payload<'a>(tensors: &'a [NamedTensor]) -> std::collections::BTreeMap<&'a str, TensorPayload<'a>> {
+fn payload<'a>(
+    tensors: &'a [NamedTensor],
+) -> std::collections::BTreeMap<&'a str, TensorPayload<'a>> {
     tensors
         .iter()
         .map(|t| {
@@ -115,7 +122,12 @@ pub fn body(event: &Completed<'_>, payloads: Payloads) -> Vec<u8> {
     let (code, message, route, outputs) = match &event.outcome {
         Outcome::Answered(r) => ("OK", "", r.route.clone(), Some(&r.outputs[..])),
         Outcome::Failed { kind, message } => (self::code(*kind), *message, String::new(), None),
-        Outcome::Canceled => ("CANCELLED", "the caller went away before the answer", String::new(), None),
+        Outcome::Canceled => (
+            "CANCELLED",
+            "the caller went away before the answer",
+            String::new(),
+            None,
+        ),
     };
     let route = match (&ctx.shadow_of, route.is_empty()) {
         (Some(_), _) => "shadow".to_string(),
@@ -142,8 +154,12 @@ pub fn body(event: &Completed<'_>, payloads: Payloads) -> Vec<u8> {
         output_sha256: outputs.map(tensors_sha256),
         traceparent: ctx.traceparent.as_deref(),
         shadow_of: ctx.shadow_of.as_deref(),
-        inputs: (payloads != Payloads::None).then(|| inputs.map(payload)).flatten(),
-        outputs: (payloads == Payloads::All).then(|| outputs.map(payload)).flatten(),
+        inputs: (payloads != Payloads::None)
+            .then(|| inputs.map(payload))
+            .flatten(),
+        outputs: (payloads == Payloads::All)
+            .then(|| outputs.map(payload))
+            .flatten(),
     };
     let mut json = serde_json::to_vec(&body).unwrap_or_default();
     // The object's fields alone: the writer adds the chain fields around them.
@@ -197,7 +213,10 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["hash"], hash.as_str());
         let (hashed, carried) = split_hash(&line).unwrap();
-        assert_eq!((sha256_hex(&hashed), carried), (hash.clone(), hash.as_str()));
+        assert_eq!(
+            (sha256_hex(&hashed), carried),
+            (hash.clone(), hash.as_str())
+        );
         let mut flipped = line.clone();
         flipped[20] ^= 1;
         let (hashed, carried) = split_hash(&flipped).unwrap();

@@ -77,7 +77,9 @@ impl Writer {
             .map_err(|e| format!("cannot create the audit directory {}: {e}", dir.display()))?;
         let (mut seq, mut prev) = (0, GENESIS.to_string());
         if let Some(last) = segments(dir).map_err(|e| e.to_string())?.last() {
-            if let Some((s, h)) = last_record(last).map_err(|e| format!("{}: {e}", last.display()))? {
+            if let Some((s, h)) =
+                last_record(last).map_err(|e| format!("{}: {e}", last.display()))?
+            {
                 seq = s + 1;
                 prev = h;
             }
@@ -102,8 +104,14 @@ impl Writer {
     }
 
     fn start_segment(&mut self) -> std::io::Result<()> {
-        self.path = self.settings.dir.join(format!("audit-{:020}.jsonl", self.seq));
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.path = self
+            .settings
+            .dir
+            .join(format!("audit-{:020}.jsonl", self.seq));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.file = Some(BufWriter::with_capacity(256 << 10, file));
         self.size = 0;
         self.opened = Instant::now();
@@ -120,7 +128,10 @@ impl Writer {
             self.rotate()?;
         }
         let (line, hash) = line(self.seq, &self.prev, body);
-        let id = std::str::from_utf8(body).ok().and_then(id_of).unwrap_or_default();
+        let id = std::str::from_utf8(body)
+            .ok()
+            .and_then(id_of)
+            .unwrap_or_default();
         self.entries.push((key(id), self.size));
         self.file
             .as_mut()
@@ -148,7 +159,12 @@ impl Writer {
             return Ok(());
         }
         self.entries.sort_unstable();
-        write_index(&index_path(&self.path), &self.entries, self.first_ms, now_ms())
+        write_index(
+            &index_path(&self.path),
+            &self.entries,
+            self.first_ms,
+            now_ms(),
+        )
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -187,7 +203,12 @@ impl Writer {
     }
 }
 
-fn write_index(path: &Path, entries: &[(u64, u64)], first_ms: u64, last_ms: u64) -> std::io::Result<()> {
+fn write_index(
+    path: &Path,
+    entries: &[(u64, u64)],
+    first_ms: u64,
+    last_ms: u64,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("idx.tmp");
     let mut out = BufWriter::new(File::create(&tmp)?);
     out.write_all(INDEX_MAGIC)?;
@@ -265,10 +286,22 @@ impl FindQuery {
     fn matches(&self, record: &serde_json::Value) -> bool {
         let field = |name: &str| record[name].as_str().unwrap_or_default();
         self.id.as_deref().is_none_or(|id| field("id") == id)
-            && self.model.as_deref().is_none_or(|m| field("model_name") == m)
-            && self.version.as_deref().is_none_or(|v| field("model_version") == v)
-            && self.since.as_deref().is_none_or(|t| field("received_at") >= t)
-            && self.until.as_deref().is_none_or(|t| field("received_at") <= t)
+            && self
+                .model
+                .as_deref()
+                .is_none_or(|m| field("model_name") == m)
+            && self
+                .version
+                .as_deref()
+                .is_none_or(|v| field("model_version") == v)
+            && self
+                .since
+                .as_deref()
+                .is_none_or(|t| field("received_at") >= t)
+            && self
+                .until
+                .as_deref()
+                .is_none_or(|t| field("received_at") <= t)
     }
 }
 
@@ -315,7 +348,10 @@ fn offsets(index: &Path, k: u64) -> std::io::Result<Vec<u64>> {
     let mut header = [0u8; INDEX_HEADER as usize];
     file.read_exact_at(&mut header, 0)?;
     if &header[..4] != INDEX_MAGIC {
-        return Err(std::io::Error::other(format!("{} is not an audit index", index.display())));
+        return Err(std::io::Error::other(format!(
+            "{} is not an audit index",
+            index.display()
+        )));
     }
     let count = u64::from_le_bytes(header[4..12].try_into().unwrap_or_default());
     let entry = |i: u64| -> std::io::Result<(u64, u64)> {

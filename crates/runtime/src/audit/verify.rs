@@ -92,7 +92,10 @@ pub fn verify(dir: &Path) -> std::io::Result<Report> {
                 return Ok(report);
             }
             report.records += 1;
-            let hash = parsed.as_ref().and_then(|v| v["hash"].as_str()).unwrap_or_default();
+            let hash = parsed
+                .as_ref()
+                .and_then(|v| v["hash"].as_str())
+                .unwrap_or_default();
             prev = Some((seq.unwrap_or(0), hash.to_string()));
         }
     }

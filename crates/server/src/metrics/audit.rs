@@ -9,11 +9,23 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 const COUNTERS: &[(&str, &str)] = &[
-    ("inferd_audit_records_written_total", "Audit records written to the log"),
-    ("inferd_audit_records_dropped_total", "Audit records dropped (--audit-when-full drop, or after close)"),
-    ("inferd_audit_records_failed_total", "Audit records the log could not write"),
+    (
+        "inferd_audit_records_written_total",
+        "Audit records written to the log",
+    ),
+    (
+        "inferd_audit_records_dropped_total",
+        "Audit records dropped (--audit-when-full drop, or after close)",
+    ),
+    (
+        "inferd_audit_records_failed_total",
+        "Audit records the log could not write",
+    ),
 ];
-const QUEUE: (&str, &str) = ("inferd_audit_queue_depth", "Audit records waiting for the writer");
+const QUEUE: (&str, &str) = (
+    "inferd_audit_queue_depth",
+    "Audit records waiting for the writer",
+);
 const LATENCY: (&str, &str) = (
     "inferd_audit_write_seconds",
     "Time from an audit record being queued to it being written",
