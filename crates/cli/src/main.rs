@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the models of a model repository over HTTP/REST and gRPC.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Inspect and change a running server's models: repository, aliases, traffic, rollouts.
     Models(models::ModelsArgs),
     /// The audit log: verify its hash chains, find records, replay recorded inputs.
@@ -32,9 +32,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // TLS clients (S3 model sources) use ring; once, before any connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Models(args) => models::run(args),
         Command::Audit(args) => audit::run(args),
     };

@@ -114,6 +114,15 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_STATE_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..))]
     state_poll_ms: u64,
 
+    /// Where models with a `source` (S3, MLflow) are downloaded to.
+    #[arg(long, env = "INFERD_MODEL_CACHE", value_name = "DIR")]
+    model_cache: Option<PathBuf>,
+
+    /// Seconds between checks of the models' sources (an MLflow alias that moved, new objects
+    /// in S3); what changed loads beside what serves, then swaps in.
+    #[arg(long, env = "INFERD_SOURCE_POLL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    source_poll_secs: u64,
+
     /// Keep an audit log of every inference request in DIR (off without it).
     #[arg(long, env = "INFERD_AUDIT_DIR", value_name = "DIR")]
     audit_dir: Option<PathBuf>,
@@ -301,6 +310,11 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
     let mut runtime = Runtime::new(&args.model_repository, backends)
         .with_control_mode(mode)
         .with_store(store)
+        .with_model_cache(
+            args.model_cache
+                .clone()
+                .unwrap_or_else(inferd_runtime::source::default_cache),
+        )
         .with_observer(Arc::clone(&access) as Arc<dyn inferd_runtime::Observer>);
     if let Some(audit) = &audit {
         runtime = runtime.with_observer(Arc::clone(audit) as Arc<dyn inferd_runtime::Observer>);
@@ -316,6 +330,18 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         .await
         .map_err(|e| format!("cannot read the state store: {e}"))?;
     tokio::spawn(Arc::clone(&runtime).run_background(Duration::from_millis(args.state_poll_ms)));
+    // Models with a source follow it (a moved MLflow alias, new objects in S3).
+    let sources = Arc::clone(&runtime);
+    let every = Duration::from_secs(args.source_poll_secs);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            sources.refresh_sources().await;
+        }
+    });
     let bind = |port: u16| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)

@@ -42,6 +42,9 @@ pub struct ModelConfig {
     pub traffic: Option<crate::TrafficPolicy>,
     /// What the audit log keeps of this model's requests (with `--audit-dir`).
     pub audit: Option<AuditConfig>,
+    /// Where the versions come from when not from version directories beside this file:
+    /// `s3://bucket/prefix` or `mlflow://host:port/<name>@<alias>` (or `/<name>/<version>`).
+    pub source: Option<String>,
 }
 
 /// config.toml's `[audit]`.

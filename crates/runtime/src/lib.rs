@@ -22,6 +22,7 @@ mod router;
 mod scheduler;
 mod served;
 mod shadow;
+pub mod source;
 mod spec;
 pub mod state;
 mod stats;

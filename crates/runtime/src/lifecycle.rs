@@ -14,6 +14,16 @@ use crate::loader::LoadError;
 use crate::registry::{ControlMode, Fingerprint, Problem, Runtime, Update, VersionState};
 use crate::{ModelSpec, RuntimeError, ServedModel, fingerprint, loader, memory, repository};
 
+/// A model's versions fetched from its source into the cache.
+struct Fetched {
+    dir: PathBuf,
+    /// The one version to serve (an MLflow alias's), when the source decides.
+    pinned: Option<u64>,
+}
+
+/// How long one fetch from a source may take.
+const SOURCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What set a load off; decides whether its failure counts against server readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
@@ -203,9 +213,13 @@ impl Runtime {
         trigger: Trigger,
     ) -> Result<(), LoadError> {
         let _guard = self.model_lock(name).lock_owned().await;
+        let fetched = match self.fetch_source(name, config.as_ref()).await {
+            Ok(fetched) => fetched,
+            Err(problem) => return Err(self.record_problem(name, problem, trigger).into()),
+        };
         let plan = {
             let (runtime, model) = (Arc::clone(self), name.to_string());
-            tokio::task::spawn_blocking(move || runtime.plan(&model, config))
+            tokio::task::spawn_blocking(move || runtime.plan(&model, config, fetched))
                 .await
                 .map_err(|e| LoadError::server(format!("planning the load crashed: {e}")))?
         };
@@ -251,15 +265,11 @@ impl Runtime {
         self.install(name, &wanted, outcomes, had_served, trigger)
     }
 
-    fn plan(&self, name: &str, config: Option<ModelConfig>) -> Plan {
+    fn plan(&self, name: &str, config: Option<ModelConfig>, fetched: Option<Fetched>) -> Plan {
         let dir = self.repository.join(name);
         if !dir.is_dir() {
             return Plan::Gone;
         }
-        let versions = match repository::versions(&dir) {
-            Ok(versions) => versions,
-            Err(e) => return Plan::Problem(format!("cannot read {}: {e}", dir.display())),
-        };
         let config = match config.map_or_else(|| ModelConfig::load_from_dir(&dir), Ok) {
             Ok(config) => config,
             Err(e) => return Plan::Problem(e.to_string()),
@@ -267,7 +277,19 @@ impl Runtime {
         if config.is_endpoint() {
             return Plan::Endpoint(Box::new(config));
         }
-        let selected = config.version_policy.select(&versions);
+        // Versions from a source live in its cache; the model's config.toml stays here.
+        let (dir, pinned) = match fetched {
+            Some(f) => (f.dir, f.pinned),
+            None => (dir, None),
+        };
+        let versions = match repository::versions(&dir) {
+            Ok(versions) => versions,
+            Err(e) => return Plan::Problem(format!("cannot read {}: {e}", dir.display())),
+        };
+        let selected = match pinned {
+            Some(v) if versions.contains(&v) => vec![v],
+            _ => config.version_policy.select(&versions),
+        };
         if let Some(traffic) = &config.traffic {
             let named = traffic
                 .arms()
@@ -321,6 +343,89 @@ impl Runtime {
             config: Box::new(config),
             dir,
             wanted,
+        }
+    }
+
+    /// Brings the cache of a model with a `source` up to date. An unreachable source leaves the
+    /// cached versions serving (logged); with nothing cached it is the model's problem.
+    async fn fetch_source(
+        &self,
+        name: &str,
+        config: Option<&ModelConfig>,
+    ) -> Result<Option<Fetched>, String> {
+        let source = match config {
+            Some(c) => c.source.clone(),
+            None => ModelConfig::load_from_dir(&self.repository.join(name))
+                .ok()
+                .and_then(|c| c.source),
+        };
+        let Some(text) = source else {
+            return Ok(None);
+        };
+        self.write().entry(name.to_string()).or_default().fetching = true;
+        let result = self.fetch_from(name, text).await;
+        if let Some(entry) = self.write().get_mut(name) {
+            entry.fetching = false;
+        }
+        result
+    }
+
+    async fn fetch_from(&self, name: &str, text: String) -> Result<Option<Fetched>, String> {
+        let source = crate::source::Source::parse(&text)?;
+        let dir = crate::source::cache_dir(&self.cache_root, name);
+        let fetched = tokio::time::timeout(SOURCE_TIMEOUT, crate::source::sync(&source, &dir))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer in {} s", SOURCE_TIMEOUT.as_secs())));
+        match fetched {
+            Ok(synced) => {
+                if let Some(event) = synced.event {
+                    self.note(name, &text, &event).await;
+                }
+            }
+            Err(e) => {
+                let cached = repository::versions(&dir).is_ok_and(|v| !v.is_empty());
+                if !cached {
+                    return Err(format!("cannot fetch the model from {text}: {e}"));
+                }
+                tracing::warn!(model = name, source = %text, "source unreachable; the cached versions serve: {e}");
+            }
+        }
+        let pinned = match source {
+            crate::source::Source::Mlflow { .. } => crate::source::mlflow::served(&dir),
+            crate::source::Source::S3 { .. } => None,
+        };
+        Ok(Some(Fetched { dir, pinned }))
+    }
+
+    /// Records a source's move in the history and tells the observers (the audit log).
+    async fn note(&self, name: &str, source: &str, event: &str) {
+        tracing::info!(model = name, "{event}");
+        for observer in &self.observers {
+            observer.event(name, event);
+        }
+        let change = crate::state::Change {
+            model: name.to_string(),
+            kind: crate::state::Kind::Source,
+            name: source.to_string(),
+            value: Some(event.to_string()),
+            principal: String::new(),
+            reason: event.to_string(),
+        };
+        if let Err(e) = self.store.apply(change).await {
+            tracing::error!(model = name, "cannot record the source change: {e}");
+        }
+    }
+
+    /// Fetches every model with a source again and reloads those whose source changed.
+    pub async fn refresh_sources(self: &Arc<Self>) {
+        let names: Vec<String> = self.read().keys().cloned().collect();
+        for name in names {
+            let has_source = ModelConfig::load_from_dir(&self.repository.join(&name))
+                .is_ok_and(|c| c.source.is_some());
+            if has_source {
+                // Failures are logged and recorded by sync itself.
+                let _ = self.sync(&name, None, Trigger::Poll).await;
+            }
         }
     }
 

@@ -38,6 +38,10 @@ pub struct Completed<'a> {
 pub trait Observer: Send + Sync {
     fn completed(&self, event: &Completed<'_>);
 
+    /// Something happened to a model outside any request (e.g. its source moved to another
+    /// version); observers that keep a record of the model's life note it.
+    fn event(&self, _model: &str, _message: &str) {}
+
     /// Whether [`Completed::request`] is wanted: the runtime then keeps each request (a cheap
     /// clone: tensors share their buffers) until it ends.
     fn needs_request(&self) -> bool {

@@ -172,6 +172,8 @@ pub(crate) struct ModelEntry {
     pub configured: Option<inferd_core::TrafficPolicy>,
     /// A cross-model endpoint: no versions of its own, its split names other models.
     pub endpoint: bool,
+    /// Its versions are being fetched from its source (nothing of it is known yet).
+    pub fetching: bool,
     /// Loads that left service and are finishing their requests: reported UNLOADING until gone.
     pub draining: Vec<(u64, Weak<ServedModel>)>,
 }
@@ -266,6 +268,8 @@ pub struct Runtime {
     pub(crate) rollout_meters: Meters,
     /// This process among replicas sharing a state store (runs the rollouts it starts).
     pub(crate) replica: String,
+    /// Where models with a `source` are downloaded to.
+    pub(crate) cache_root: PathBuf,
 }
 
 impl Runtime {
@@ -286,6 +290,15 @@ impl Runtime {
             shadows: Shadows::default(),
             rollout_meters: Meters::default(),
             replica: replica_id(),
+            cache_root: crate::source::default_cache(),
+        }
+    }
+
+    /// Downloads models with a `source` under `dir` (default `~/.cache/inferd/models`).
+    pub fn with_model_cache(self, dir: impl Into<PathBuf>) -> Runtime {
+        Runtime {
+            cache_root: dir.into(),
+            ..self
         }
     }
 
@@ -365,6 +378,14 @@ impl Runtime {
                         reason: problem.reason.clone(),
                     });
                 }
+                if entry.fetching && entry.versions.is_empty() {
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: None,
+                        state: ModelState::Loading,
+                        reason: "fetching its versions from its source".into(),
+                    });
+                }
                 for (version, state) in &entry.versions {
                     let (state, mut reason) = state.describe(entry.is_draining(*version));
                     if let (Some(problem), ModelState::Ready) = (&entry.problem, state) {
@@ -411,6 +432,10 @@ impl Runtime {
                 && !entry.has_served()
             {
                 not_ready.push(format!("{name}: {}", problem.reason));
+            }
+            if entry.fetching && entry.versions.is_empty() {
+                loading = true;
+                not_ready.push(format!("{name}: fetching from its source"));
             }
             for (version, state) in &entry.versions {
                 match state {

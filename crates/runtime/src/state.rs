@@ -17,6 +17,8 @@ pub enum Kind {
     Traffic,
     /// name = "", value = the rollout's JSON.
     Rollout,
+    /// name = the source, value = the version it gives (e.g. where an MLflow alias points).
+    Source,
 }
 
 impl Kind {
@@ -25,6 +27,7 @@ impl Kind {
             Kind::Alias => "alias",
             Kind::Traffic => "traffic",
             Kind::Rollout => "rollout",
+            Kind::Source => "source",
         }
     }
 
@@ -33,6 +36,7 @@ impl Kind {
             "alias" => Some(Kind::Alias),
             "traffic" => Some(Kind::Traffic),
             "rollout" => Some(Kind::Rollout),
+            "source" => Some(Kind::Source),
             _ => None,
         }
     }

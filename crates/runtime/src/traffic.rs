@@ -65,6 +65,7 @@ impl Policies {
                         tracing::warn!(model = %row.model, "stored rollout is unreadable ({e}); ignored")
                     }
                 },
+                Kind::Source => {}
             }
         }
         *self.write() = models;

@@ -281,6 +281,10 @@ impl Observer for Audit {
         self.push(record::body(event, payloads));
     }
 
+    fn event(&self, model: &str, message: &str) {
+        self.push(record::event(model, message));
+    }
+
     fn needs_request(&self) -> bool {
         true
     }

@@ -201,6 +201,26 @@ pub fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
 /// The hash that precedes the first record ever written.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The record of an event in a model's life (not a request), e.g. a source moving versions.
+pub fn event(model: &str, message: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now();
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let body = serde_json::json!({
+        "id": format!("event-{nanos}"),
+        "received_at": rfc3339(now),
+        "completed_at": rfc3339(now),
+        "model_name": model,
+        "event": "model",
+        "message": message,
+    });
+    let mut json = serde_json::to_vec(&body).unwrap_or_default();
+    json.pop();
+    json.remove(0);
+    json
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

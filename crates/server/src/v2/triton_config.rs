@@ -84,6 +84,7 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         warmup: warmups(object.get("model_warmup"))?,
         traffic: None,
         audit: None,
+        source: None,
     };
     config.validate()?;
     Ok(config)
