@@ -161,8 +161,9 @@ impl Audit {
         }
         queue.records.push((body, Instant::now()));
         queue.idle = false;
-        // The writer takes batches; waking it for each record would cost more than the record.
-        if queue.records.len() == 1 || queue.records.len() >= BATCH {
+        // The writer takes batches every TICK; waking it for each record would cost more than
+        // the record (a futex wake and a context switch each).
+        if queue.records.len() >= BATCH {
             shared.work.notify_one();
         }
     }
