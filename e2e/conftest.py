@@ -52,7 +52,12 @@ def as_array(tensor):
 
 
 class Server:
-    def __init__(self, repo, log_path, *extra):
+    def __init__(self, repo, log_path, *extra, token=None, tls=None):
+        """`token`: the bearer credential its own calls send (a server with --auth); `tls`: an
+        ssl.SSLContext for a server with --tls-cert."""
+        self.token = token
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
         self.port, self.grpc_port, self.metrics_port = free_ports(3)
         self.url = f"127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
@@ -69,17 +74,25 @@ class Server:
             self.proc.wait()
             raise
 
+    def headers(self, headers=None):
+        out = dict(headers or {})
+        if self.token:
+            out.setdefault("Authorization", f"Bearer {self.token}")
+        return out
+
     def get(self, path):
+        request = urllib.request.Request(f"{self.scheme}://{self.url}{path}", headers=self.headers())
         try:
-            with urllib.request.urlopen(f"http://{self.url}{path}", timeout=5) as r:
+            with urllib.request.urlopen(request, timeout=5, context=self.tls) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
     def post(self, path, body, headers=None):
-        request = urllib.request.Request(f"http://{self.url}{path}", data=body, headers=headers or {}, method="POST")
+        request = urllib.request.Request(f"{self.scheme}://{self.url}{path}", data=body,
+                                         headers=self.headers(headers), method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=30) as r:
+            with urllib.request.urlopen(request, timeout=30, context=self.tls) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()

@@ -7,13 +7,33 @@ use inferd_runtime::http_client::HttpClient;
 pub use inferd_runtime::http_client::Method;
 use serde_json::{Value, json};
 
-pub struct Client(HttpClient);
+pub struct Client {
+    http: HttpClient,
+    /// `Authorization` for a server with `--auth`: the API key or JWT in `INFERD_TOKEN`.
+    authorization: Option<String>,
+}
+
+/// Where the subcommands find their credential (never a flag: flags show in `ps`).
+pub const TOKEN_ENV: &str = "INFERD_TOKEN";
 
 impl Client {
     pub fn new(url: &str) -> Result<Client, String> {
-        HttpClient::new(url)
-            .map(Client)
-            .map_err(|e| format!("--url {e}"))
+        let http = HttpClient::new(url).map_err(|e| format!("--url {e}"))?;
+        let authorization = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| format!("Bearer {}", t.trim()));
+        Ok(Client {
+            http,
+            authorization,
+        })
+    }
+
+    fn headers(&self, mut headers: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+        if let Some(a) = &self.authorization {
+            headers.push(("authorization", a.clone()));
+        }
+        headers
     }
 
     /// One inference with the binary tensor extension both ways; the outputs.
@@ -34,14 +54,13 @@ impl Client {
         for t in inputs {
             body.extend_from_slice(&t.tensor.contiguous());
         }
+        let headers = self.headers(vec![(
+            "inference-header-content-length",
+            header.len().to_string(),
+        )]);
         let answer = self
-            .0
-            .send(
-                Method::POST,
-                path,
-                &[("inference-header-content-length", header.len().to_string())],
-                Bytes::from(body),
-            )
+            .http
+            .send(Method::POST, path, &headers, Bytes::from(body))
             .await?;
         let (status, headers, answer) = (answer.status, answer.headers, answer.body);
         let json_len = headers
@@ -93,14 +112,10 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<(u16, Value), String> {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let headers = self.headers(vec![("content-type", "application/json".to_string())]);
         let answer = self
-            .0
-            .send(
-                method,
-                path,
-                &[("content-type", "application/json".to_string())],
-                Bytes::from(bytes),
-            )
+            .http
+            .send(method, path, &headers, Bytes::from(bytes))
             .await?;
         let body = answer.body;
         let value = if body.is_empty() {

@@ -2,6 +2,7 @@
 
 mod audit;
 mod client;
+mod keys;
 mod log_buffer;
 mod logging;
 mod models;
@@ -29,6 +30,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// The audit log: verify its hash chains, find records, replay recorded inputs.
     Audit(audit::AuditArgs),
+    /// API keys in a key file (`serve --auth-keys`): create, list, revoke.
+    Keys(keys::KeysArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Models(args) => models::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Keys(args) => keys::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -199,7 +199,183 @@ pub struct ServeArgs {
     /// Share of requests traced when the caller's `traceparent` does not decide (0 to 1).
     #[arg(long, env = "INFERD_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = ratio)]
     trace_sample_ratio: f64,
+
+    #[command(flatten)]
+    security: SecurityArgs,
 }
+
+/// TLS, authentication and connection limits (README "Security").
+#[derive(Args)]
+struct SecurityArgs {
+    /// Serve HTTP and gRPC over TLS with this certificate chain (PEM); re-read when it changes.
+    #[arg(
+        long,
+        env = "INFERD_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "INFERD_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// mTLS: client certificates are checked against these CA certificates (PEM).
+    #[arg(
+        long,
+        env = "INFERD_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+
+    /// With --tls-client-ca: `required` refuses clients without a certificate; `optional`
+    /// checks one when shown (others then need a bearer token).
+    #[arg(
+        long,
+        env = "INFERD_TLS_CLIENT_AUTH",
+        value_enum,
+        default_value = "required"
+    )]
+    tls_client_auth: ClientAuthArg,
+
+    /// Serve /metrics over TLS too (same certificate).
+    #[arg(long, env = "INFERD_METRICS_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    metrics_tls: bool,
+
+    /// Require credentials (API keys from --auth-keys, JWTs from --auth-jwks-url, mTLS
+    /// subjects from the key file), checked against each endpoint's scope.
+    #[arg(long, env = "INFERD_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    auth: bool,
+
+    /// The key file (`inferd keys create`); re-read when it changes.
+    #[arg(long, env = "INFERD_AUTH_KEYS", value_name = "FILE")]
+    auth_keys: Option<PathBuf>,
+
+    /// JWKS of the identity provider whose JWTs are accepted (RS256/ES256 and kin).
+    #[arg(long, env = "INFERD_AUTH_JWKS_URL", value_name = "URL")]
+    auth_jwks_url: Option<String>,
+
+    /// The `iss` JWTs must carry.
+    #[arg(long, env = "INFERD_AUTH_ISSUER")]
+    auth_issuer: Option<String>,
+
+    /// The `aud` JWTs must carry.
+    #[arg(long, env = "INFERD_AUTH_AUDIENCE")]
+    auth_audience: Option<String>,
+
+    /// JWT claim holding the scopes; default `scope` (space-separated), then `scp` (a list).
+    #[arg(long, env = "INFERD_AUTH_SCOPE_CLAIM")]
+    auth_scope_claim: Option<String>,
+
+    /// JWT claim holding the caller's request rate (requests per second).
+    #[arg(long, env = "INFERD_AUTH_RATE_CLAIM", default_value = "inferd_rate")]
+    auth_rate_claim: String,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "INFERD_AUTH_LEEWAY_SECS", default_value_t = 30)]
+    auth_leeway_secs: u64,
+
+    /// Endpoint groups open without credentials (comma-separated scopes; `none` for none).
+    #[arg(long, env = "INFERD_AUTH_PUBLIC", default_value = "health")]
+    auth_public: String,
+
+    /// Scrapes of /metrics need the `statistics` scope (public otherwise).
+    #[arg(long, env = "INFERD_METRICS_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    metrics_auth: bool,
+
+    /// Connections open at once per listener; more wait in the kernel's backlog.
+    #[arg(long, env = "INFERD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+
+    /// A TLS handshake, and an HTTP request's headers, must arrive within this many seconds;
+    /// idle keep-alive connections are closed after it too.
+    #[arg(long, env = "INFERD_HEADER_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientAuthArg {
+    Required,
+    Optional,
+}
+
+impl SecurityArgs {
+    fn tls(&self, alpn: &[&[u8]]) -> Result<Option<Arc<inferd_server::Tls>>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let settings = inferd_server::TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+            client_auth: match self.tls_client_auth {
+                ClientAuthArg::Required => inferd_server::ClientAuth::Required,
+                ClientAuthArg::Optional => inferd_server::ClientAuth::Optional,
+            },
+        };
+        let tls = Arc::new(inferd_server::Tls::new(settings, alpn)?);
+        tokio::spawn(Arc::clone(&tls).watch(FILE_CHECK));
+        Ok(Some(tls))
+    }
+
+    fn listen(&self, tls: Option<Arc<inferd_server::Tls>>) -> inferd_server::ListenSettings {
+        inferd_server::ListenSettings {
+            tls,
+            max_connections: self.max_connections as usize,
+            handshake_timeout: Duration::from_secs(self.header_timeout_secs),
+        }
+    }
+
+    fn auth(
+        &self,
+        registry: &prometheus::Registry,
+    ) -> Result<Option<Arc<inferd_server::auth::Auth>>, String> {
+        use inferd_server::auth::{Auth, AuthSettings, Group, JwtSettings};
+        if !self.auth {
+            if self.auth_keys.is_some() || self.auth_jwks_url.is_some() {
+                return Err("--auth-keys and --auth-jwks-url take effect with --auth".into());
+            }
+            return Ok(None);
+        }
+        let public = match self.auth_public.trim() {
+            "" | "none" => Default::default(),
+            list => list
+                .split(',')
+                .map(|g| g.trim().parse::<Group>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("--auth-public: {e}"))?,
+        };
+        let jwt = self.auth_jwks_url.as_ref().map(|url| JwtSettings {
+            jwks_url: url.clone(),
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+            scope_claim: self.auth_scope_claim.clone(),
+            rate_claim: self.auth_rate_claim.clone(),
+            leeway: Duration::from_secs(self.auth_leeway_secs),
+        });
+        let auth = Arc::new(Auth::new(
+            AuthSettings {
+                keys_file: self.auth_keys.clone(),
+                jwt,
+                public,
+            },
+            registry,
+        )?);
+        tokio::spawn(Arc::clone(&auth).watch(FILE_CHECK, JWKS_REFRESH));
+        Ok(Some(auth))
+    }
+}
+
+/// How often key, certificate and CA files are checked for changes.
+const FILE_CHECK: Duration = Duration::from_secs(1);
+/// How often the JWKS is fetched again (new keys with a known `kid` are fetched at once).
+const JWKS_REFRESH: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum WhenFullArg {
@@ -368,11 +544,29 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         access,
         Some(logging as Arc<dyn inferd_server::LogControl>),
     ));
+    let security = &args.security;
+    let auth = security.auth(metrics.registry())?;
+    if auth.is_none() && !args.host.is_loopback() {
+        tracing::warn!(
+            host = %args.host,
+            "listening beyond loopback without --auth: anyone who reaches these ports can run, \
+             load and unload models"
+        );
+    }
+    let http_listen = security.listen(security.tls(&[b"http/1.1"])?);
+    let grpc_listen = security.listen(security.tls(&[b"h2"])?);
+    let metrics_listen = match security.metrics_tls {
+        true => security.listen(security.tls(&[b"http/1.1"])?),
+        false => security.listen(None),
+    };
+    let metrics_auth = auth.clone().filter(|_| security.metrics_auth);
+    let header_timeout = Duration::from_secs(security.header_timeout_secs);
     let app = inferd_server::router(
         Arc::clone(&runtime),
         config.clone(),
         Arc::clone(&metrics),
         Arc::clone(&telemetry),
+        auth.clone(),
     );
     tracing::info!(
         http = %SocketAddr::new(args.host, args.http_port),
@@ -399,25 +593,37 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let http = async {
-        inferd_server::serve_http(http_listener, app, stopped(stop_rx.clone()))
-            .await
-            .map_err(|e| format!("HTTP server failed: {e}"))
+        inferd_server::serve_http(
+            http_listener,
+            app,
+            http_listen,
+            header_timeout,
+            stopped(stop_rx.clone()),
+        )
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))
     };
     let grpc = inferd_server::serve_grpc(
         grpc_listener,
+        grpc_listen,
         Arc::clone(&runtime),
         config,
         Arc::clone(&metrics),
         telemetry,
+        auth,
         stopped(stop_rx.clone()),
     );
     let metrics_endpoint = async {
         match metrics_listener {
-            Some(listener) => {
-                inferd_server::serve_metrics(listener, metrics, stopped(stop_rx.clone()))
-                    .await
-                    .map_err(|e| format!("metrics server failed: {e}"))
-            }
+            Some(listener) => inferd_server::serve_metrics(
+                listener,
+                metrics_listen,
+                metrics,
+                metrics_auth,
+                stopped(stop_rx.clone()),
+            )
+            .await
+            .map_err(|e| format!("metrics server failed: {e}")),
             None => Ok(()),
         }
     };

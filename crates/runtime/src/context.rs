@@ -49,8 +49,10 @@ pub struct RequestContext {
     pub id: String,
     /// Whether `id` came from the client (echoed in responses) or was made up.
     pub client_id: bool,
-    /// Who called (key id or token subject); empty until authentication is on.
+    /// Who called (key id or token subject); empty when authentication is off.
     pub principal: String,
+    /// The models the caller may run; `None` when authentication is off.
+    pub grant: Option<std::sync::Arc<crate::ModelGrant>>,
     /// The request's trace span when it is sampled: route, queue, batch and backend spans go
     /// under it.
     pub trace: Option<tracing::Span>,
@@ -77,6 +79,7 @@ impl RequestContext {
             client_id: false,
             id: String::new(),
             principal: String::new(),
+            grant: None,
             trace: None,
             traceparent: None,
             deadline: None,

@@ -12,6 +12,12 @@ pub enum ErrorKind {
     TooLarge,
     /// The server or the model failed.
     Internal,
+    /// No valid credentials (front ends only).
+    Unauthenticated,
+    /// Valid credentials without the scope needed.
+    PermissionDenied,
+    /// The caller's request rate is over its quota (front ends only).
+    RateLimited,
 }
 
 /// Why a model could not be loaded: what the user can fix, or what the server failed at.
@@ -49,6 +55,8 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Store(String),
+    #[error("'{principal}' may not run model '{model}': that needs scope inference:{model}")]
+    Forbidden { principal: String, model: String },
     #[error("model '{model}' version {version} failed: {message}")]
     Inference {
         model: String,
@@ -74,6 +82,7 @@ impl RuntimeError {
             | RuntimeError::QueueFull { .. }
             | RuntimeError::TimedOut { .. } => ErrorKind::Unavailable,
             RuntimeError::Inference { .. } | RuntimeError::Store(_) => ErrorKind::Internal,
+            RuntimeError::Forbidden { .. } => ErrorKind::PermissionDenied,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod audit;
 mod context;
 mod error;
 mod fingerprint;
+mod grant;
 pub mod http_client;
 mod infer;
 mod lifecycle;
@@ -32,6 +33,7 @@ mod warmup;
 
 pub use context::{Protocol, RequestContext, Target};
 pub use error::{ErrorKind, LoadFault, RuntimeError};
+pub use grant::ModelGrant;
 pub use lookup::{ModelView, VersionStatistics};
 pub use observer::{Completed, Observer, Outcome};
 pub use registry::{ControlMode, IndexEntry, ModelState, Readiness, Runtime};
@@ -48,5 +50,5 @@ pub use stats::{
     BATCH_BUCKETS, BatchSnapshot, CountNs, FailureReason, HistogramSnapshot, LATENCY_BUCKETS,
     StatsSnapshot,
 };
-pub use time::rfc3339;
+pub use time::{parse_rfc3339, rfc3339};
 pub use traffic::PolicySource;

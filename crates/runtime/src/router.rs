@@ -59,6 +59,14 @@ impl Runtime {
         request: &InferRequest,
     ) -> Result<Route, RuntimeError> {
         let model = &target.model;
+        if let Some(grant) = &context.grant
+            && !grant.allows(model)
+        {
+            return Err(RuntimeError::Forbidden {
+                principal: context.principal.clone(),
+                model: model.clone(),
+            });
+        }
         let policies = self.policies.read();
         let policy = policies.get(model);
         let models = self.read();
@@ -165,9 +173,12 @@ impl Runtime {
     /// Whether requests for `target` can be routed now; the error says why not. Front ends ask
     /// when a request cannot even be decoded: an unknown or unavailable model is the better
     /// answer then.
-    pub fn check_route(&self, target: &Target) -> Result<(), RuntimeError> {
-        let context = RequestContext::new(crate::Protocol::Http);
-        self.route(target, &context, &InferRequest::default())
+    pub fn check_route(
+        &self,
+        target: &Target,
+        context: &RequestContext,
+    ) -> Result<(), RuntimeError> {
+        self.route(target, context, &InferRequest::default())
             .map(|_| ())
     }
 

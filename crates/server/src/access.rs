@@ -61,6 +61,7 @@ impl Observer for AccessLog {
             target: ACCESS_TARGET,
             parent: None,
             id = %event.context.id,
+            principal = %event.context.principal,
             model = %event.target.model,
             version,
             status = %status,

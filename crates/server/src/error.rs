@@ -38,6 +38,9 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -49,6 +52,9 @@ pub fn grpc_code_of(kind: ErrorKind) -> tonic::Code {
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::TooLarge => tonic::Code::ResourceExhausted,
         ErrorKind::Internal => tonic::Code::Internal,
+        ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
     }
 }
 

@@ -2,10 +2,12 @@
 //! limits, and never know which backend runs a model.
 
 mod access;
+pub mod auth;
 mod config;
 mod error;
 mod grpc;
 mod http;
+pub mod listen;
 pub(crate) mod metrics;
 mod model_control;
 mod model_info;
@@ -22,6 +24,8 @@ pub use access::{ACCESS_TARGET, AccessLog};
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use grpc::serve_grpc;
-pub use http::{router, serve_http};
+pub use http::router;
+pub use listen::http::serve as serve_http;
+pub use listen::{ClientAuth, ListenSettings, PeerInfo, Tls, TlsSettings};
 pub use metrics::{Metrics, serve_metrics};
 pub use telemetry::{LogControl, TRACE_TARGET, Telemetry};

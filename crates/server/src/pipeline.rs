@@ -10,6 +10,7 @@ use inferd_runtime::{InferRequest, InferResponse, Protocol, RequestContext, Runt
 use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 
+use crate::auth::Access;
 use crate::telemetry::child;
 use crate::{ApiError, Telemetry};
 
@@ -57,26 +58,38 @@ pub struct Pipeline {
 
 impl Pipeline {
     fn span(&self, context: &RequestContext, target: &Target) -> tracing::Span {
-        self.telemetry
-            .request_span(context.protocol.as_str(), &target.model, &context.id)
+        self.telemetry.request_span(
+            context.protocol.as_str(),
+            &target.model,
+            &context.id,
+            &context.principal,
+        )
     }
 
     /// decode → `runtime.infer` → encode, for `target`. `carrier` holds the caller's trace
     /// context (HTTP headers, gRPC metadata). A request that cannot be decoded is answered with
     /// the decoder's error and recorded as rejected.
+    #[allow(clippy::too_many_arguments)]
     pub async fn infer<F, Out>(
         &self,
         protocol: Protocol,
         target: Target,
+        access: Option<&Access>,
         carrier: &(dyn Extractor + Sync),
         decode: impl Future<Output = Result<Decoded<F>, Rejected>>,
         encode: impl FnOnce(&RequestContext, InferResponse, F) -> Out,
     ) -> Result<Out, ApiError> {
         let mut context = RequestContext::new(protocol);
+        if let Some(access) = access {
+            access.apply(&mut context);
+        }
         context.traceparent = carrier.get("traceparent").map(str::to_string);
-        context.trace = self
-            .telemetry
-            .trace(protocol.as_str(), &target.model, carrier);
+        context.trace = self.telemetry.trace(
+            protocol.as_str(),
+            &target.model,
+            &context.principal,
+            carrier,
+        );
         let decoded = match child(context.trace.as_ref(), "decode") {
             Some(stage) => decode.instrument(stage).await,
             None => decode.await,
@@ -88,8 +101,9 @@ impl Pipeline {
         } = match decoded {
             Ok(decoded) => decoded,
             Err(Rejected { error: e, id }) => {
-                // An unknown or unavailable model says more than the body's faults.
-                let e = match self.runtime.check_route(&target) {
+                // An unknown, unavailable or forbidden model says more than the body's faults
+                // (and a caller out of scope learns nothing of the model's inputs).
+                let e = match self.runtime.check_route(&target, &context) {
                     Err(unroutable) => ApiError::from(unroutable),
                     Ok(()) => e,
                 };

@@ -72,8 +72,14 @@ impl Telemetry {
     }
 
     /// The span every log line of a request is written in.
-    pub fn request_span(&self, protocol: &'static str, model: &str, id: &str) -> Span {
-        tracing::info_span!("request", protocol, model, id)
+    pub fn request_span(
+        &self,
+        protocol: &'static str,
+        model: &str,
+        id: &str,
+        principal: &str,
+    ) -> Span {
+        tracing::info_span!("request", protocol, model, id, principal)
     }
 
     /// An id for a request whose client gave none, unique in this process: `inferd-<n>`.
@@ -86,6 +92,7 @@ impl Telemetry {
         &self,
         protocol: &'static str,
         model: &str,
+        principal: &str,
         carrier: &dyn Extractor,
     ) -> Option<Span> {
         if !self.tracing || (self.ratio == 0.0 && carrier.get("traceparent").is_none()) {
@@ -106,7 +113,8 @@ impl Telemetry {
             "infer",
             otel.kind = "server",
             protocol,
-            model
+            model,
+            enduser.id = principal
         );
         let _ = span.set_parent(parent);
         Some(span)

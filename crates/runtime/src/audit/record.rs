@@ -63,6 +63,9 @@ pub fn code(kind: ErrorKind) -> &'static str {
         ErrorKind::Unavailable => "UNAVAILABLE",
         ErrorKind::TooLarge => "RESOURCE_EXHAUSTED",
         ErrorKind::Internal => "INTERNAL",
+        ErrorKind::Unauthenticated => "UNAUTHENTICATED",
+        ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+        ErrorKind::RateLimited => "RESOURCE_EXHAUSTED",
     }
 }
 
@@ -72,27 +75,39 @@ pub fn tensors_sha256(tensors: &[NamedTensor]) -> String {
     let mut sorted: Vec<&NamedTensor> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut h = Sha256::new();
-    let mut field = |bytes: &[u8]| {
+    fn field(h: &mut Sha256, bytes: &[u8]) {
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(bytes);
-    };
+    }
     for t in sorted {
-        field(t.name.as_bytes());
-        field(t.tensor.datatype().as_str().as_bytes());
+        field(&mut h, t.name.as_bytes());
+        field(&mut h, t.tensor.datatype().as_str().as_bytes());
         let shape: Vec<u8> = t
             .tensor
             .shape()
             .iter()
             .flat_map(|d| (*d as u64).to_le_bytes())
             .collect();
-        field(&shape);
-        field(&t.tensor.contiguous());
+        field(&mut h, &shape);
+        // The bytes chunk by chunk, behind their total length: no joined copy.
+        let chunks = t.tensor.chunks();
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        h.update((total as u64).to_le_bytes());
+        for chunk in chunks {
+            h.update(chunk);
+        }
     }
     hex(&h.finalize())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -12,18 +12,32 @@ use std::sync::Arc;
 
 use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
+/// HTTP/2 streams (concurrent calls) one connection may have open.
+pub const MAX_STREAMS: u32 = 1024;
+
+use crate::auth::Auth;
+use crate::listen::{self, ListenSettings};
 use crate::pb;
 use crate::pipeline::Pipeline;
 use crate::{Metrics, ServerConfig, Telemetry};
 
+/// HTTP/2 flow-control windows (see the note where they are set).
+const STREAM_WINDOW: u32 = 256 << 10;
+const CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_grpc(
     listener: TcpListener,
+    listen: ListenSettings,
     runtime: Arc<Runtime>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
+    auth: Option<Arc<Auth>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let limit = config.max_message_bytes;
@@ -44,11 +58,21 @@ pub async fn serve_grpc(
     let health = tonic_health::pb::health_server::HealthServer::new(health::HealthService::new(
         runtime, config,
     ));
-    // Small responses must not wait for Nagle's algorithm (the builder's tcp_nodelay only
-    // applies to listeners tonic binds itself).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming =
+        ReceiverStream::new(listen::incoming(listener, listen)).map(Ok::<_, std::io::Error>);
     tonic::transport::Server::builder()
+        // A client gets this many calls at once on one connection (HTTP/2 streams).
+        .max_concurrent_streams(Some(MAX_STREAMS))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+        // h2 closes a connection (ENHANCE_YOUR_CALM, "too_many_data_frames") when the small
+        // DATA frames it buffers unread cost more than half the connection window. A stream
+        // of small requests that the server is pacing (STREAM_IN_FLIGHT) fills its stream
+        // window with them: a smaller stream window and a larger connection window keep that
+        // overhead under the budget for requests down to ~20 bytes.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .layer(count::CountLayer::new(metrics))
+        .layer(crate::auth::grpc::AuthLayer::new(auth))
         .layer(limit::MessageLimitLayer::new(limit))
         .add_service(inference)
         .add_service(health)

@@ -8,6 +8,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
+use crate::auth::Access;
 use crate::config::{self, ServerConfig};
 use crate::error::grpc_status;
 use crate::model_control::{LoadParameter, config_override};
@@ -49,6 +50,7 @@ fn version(v: &str) -> Option<&str> {
 async fn infer(
     pipeline: &Pipeline,
     metadata: &tonic::metadata::MetadataMap,
+    access: Option<&Access>,
     wire: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, Status> {
     let target = Target::new(wire.model_name.clone(), version(&wire.model_version));
@@ -57,6 +59,7 @@ async fn infer(
         .infer(
             Protocol::Grpc,
             target,
+            access,
             &Metadata(metadata),
             decode,
             convert::response,
@@ -149,8 +152,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let (metadata, _, wire) = request.into_parts();
-        infer(&self.pipeline, &metadata, wire).await.map(routed)
+        let (metadata, extensions, wire) = request.into_parts();
+        infer(&self.pipeline, &metadata, extensions.get::<Access>(), wire)
+            .await
+            .map(routed)
     }
 
     type ModelStreamInferStream = InferStream;
@@ -162,8 +167,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let (metadata, _, mut inbound) = request.into_parts();
+        let (metadata, extensions, mut inbound) = request.into_parts();
         let metadata = Arc::new(metadata);
+        let access = Arc::new(extensions.get::<Access>().cloned());
         let pipeline = self.pipeline.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
@@ -184,21 +190,26 @@ impl GrpcInferenceService for InferenceService {
                         return;
                     }
                 };
-                let (pipeline, metadata, tx) =
-                    (pipeline.clone(), Arc::clone(&metadata), tx.clone());
+                let (pipeline, metadata, access, tx) = (
+                    pipeline.clone(),
+                    Arc::clone(&metadata),
+                    Arc::clone(&access),
+                    tx.clone(),
+                );
                 tokio::spawn(async move {
                     let (id, name, version) = (
                         wire.id.clone(),
                         wire.model_name.clone(),
                         wire.model_version.clone(),
                     );
-                    let answer = match infer(&pipeline, &metadata, wire).await {
-                        Ok(response) => pb::ModelStreamInferResponse {
-                            error_message: String::new(),
-                            infer_response: Some(response),
-                        },
-                        Err(status) => stream_error(&status, id, name, version),
-                    };
+                    let answer =
+                        match infer(&pipeline, &metadata, access.as_ref().as_ref(), wire).await {
+                            Ok(response) => pb::ModelStreamInferResponse {
+                                error_message: String::new(),
+                                infer_response: Some(response),
+                            },
+                            Err(status) => stream_error(&status, id, name, version),
+                        };
                     let _ = tx.send(Ok(answer)).await;
                     drop(slot);
                 });

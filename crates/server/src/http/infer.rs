@@ -7,6 +7,7 @@ use inferd_runtime::{Protocol, Target};
 use super::models::ModelPath;
 use super::{AppState, body};
 use crate::ApiError;
+use crate::auth::Access;
 use crate::telemetry::Headers;
 use crate::v2::{HEADER_LENGTH, decode, encode};
 
@@ -35,10 +36,12 @@ pub async fn infer(
         let frames = body::frames(request_body).await?;
         decode::request(&frames, header_length)
     };
+    let access = parts.extensions.get::<Access>();
     app.pipeline
         .infer(
             Protocol::Http,
             target,
+            access,
             &Headers(headers),
             decode,
             |context, response, format| encode::response(context, &response, &format),

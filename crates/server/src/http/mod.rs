@@ -9,7 +9,6 @@ mod models;
 mod repository;
 mod traffic;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -18,8 +17,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use inferd_runtime::Runtime;
-use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::pipeline::Pipeline;
 use crate::{Metrics, ServerConfig, Telemetry};
 
@@ -36,6 +35,7 @@ pub fn router(
     config: ServerConfig,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
+    auth: Option<Arc<Auth>>,
 ) -> Router {
     let limit = config.max_message_bytes;
     let state = AppState {
@@ -102,6 +102,11 @@ pub fn router(
         // The limit layer caps bodies; readers answer 413 in the protocol's shape.
         .layer(middleware::from_fn_with_state(limit, limit::cap_body))
         .layer(DefaultBodyLimit::disable())
+        // Before anything reads the body; refusals are still counted.
+        .layer(middleware::from_fn_with_state(
+            auth,
+            crate::auth::http::layer,
+        ))
         .layer(middleware::from_fn_with_state(metrics, count))
         .with_state(state)
 }
@@ -119,20 +124,4 @@ async fn count(
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     metrics.http_request(method.as_str(), route, response.status());
     response
-}
-
-/// Serves `app` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve_http(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small responses must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 
 use super::{AppState, body};
 use crate::ApiError;
-
-/// The principal of a control request (authentication fills it in).
-const ANONYMOUS: &str = "";
+use crate::auth::http::Caller;
 
 async fn json_body<T: for<'de> Deserialize<'de>>(request: Body, what: &str) -> Result<T, ApiError> {
     let bytes = body::read(request).await?;
@@ -50,6 +48,7 @@ pub struct AliasPath {
 
 pub async fn put_alias(
     State(app): State<AppState>,
+    Caller(caller): Caller,
     Path(p): Path<AliasPath>,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -64,17 +63,18 @@ pub async fn put_alias(
         }
     };
     app.runtime
-        .set_alias(&p.model, &p.alias, &version, ANONYMOUS)
+        .set_alias(&p.model, &p.alias, &version, &caller)
         .await?;
     Ok(Json(aliases_json(app.runtime.aliases(&p.model)?)))
 }
 
 pub async fn delete_alias(
     State(app): State<AppState>,
+    Caller(caller): Caller,
     Path(p): Path<AliasPath>,
 ) -> Result<Json<Value>, ApiError> {
     app.runtime
-        .delete_alias(&p.model, &p.alias, ANONYMOUS)
+        .delete_alias(&p.model, &p.alias, &caller)
         .await?;
     Ok(Json(aliases_json(app.runtime.aliases(&p.model)?)))
 }
@@ -115,21 +115,23 @@ pub async fn traffic(
 
 pub async fn put_traffic(
     State(app): State<AppState>,
+    Caller(caller): Caller,
     Path(model): Path<String>,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
     let policy: TrafficPolicy = json_body(request, "traffic policy").await?;
-    app.runtime.set_traffic(&model, policy, ANONYMOUS).await?;
+    app.runtime.set_traffic(&model, policy, &caller).await?;
     Ok(Json(traffic_json(&app, &model)?))
 }
 
 pub async fn start_rollout(
     State(app): State<AppState>,
+    Caller(caller): Caller,
     Path(model): Path<String>,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
     let plan: RolloutPlan = json_body(request, "rollout").await?;
-    app.runtime.start_rollout(&model, plan, ANONYMOUS).await?;
+    app.runtime.start_rollout(&model, plan, &caller).await?;
     rollout(State(app), Path(model)).await
 }
 
@@ -154,6 +156,7 @@ pub struct ActionPath {
 
 pub async fn act(
     State(app): State<AppState>,
+    Caller(caller): Caller,
     Path(p): Path<ActionPath>,
 ) -> Result<Json<Value>, ApiError> {
     let action = match p.action.as_str() {
@@ -169,7 +172,7 @@ pub async fn act(
         }
     };
     app.runtime
-        .act_on_rollout(&p.model, action, ANONYMOUS)
+        .act_on_rollout(&p.model, action, &caller)
         .await?;
     rollout(State(app), Path(p.model)).await
 }

@@ -22,6 +22,8 @@ use inferd_runtime::Runtime;
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::listen::ListenSettings;
+
 /// The metrics of one server: a registry of its own (no process-global state).
 pub struct Metrics {
     registry: Registry,
@@ -83,6 +85,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The registry other parts of the server add their metrics to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -121,16 +128,24 @@ async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], metrics.render())
 }
 
-/// Serves `GET /metrics` until `shutdown` resolves.
+/// Serves `GET /metrics` until `shutdown` resolves; with `auth`, callers need the
+/// `statistics` scope.
 pub async fn serve_metrics(
     listener: TcpListener,
+    listen: ListenSettings,
     metrics: Arc<Metrics>,
+    auth: Option<Arc<crate::auth::Auth>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(self::metrics))
-        .with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(metrics)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::http::layer,
+        ));
+    crate::listen::http::serve(listener, app, listen, HEADER_TIMEOUT, shutdown).await
 }
+
+/// A scrape's request headers must arrive within this.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

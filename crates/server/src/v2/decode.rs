@@ -366,4 +366,48 @@ mod tests {
         body.extend_from_slice(&[0; 4]);
         assert!(err(&body, Some(header.len())).contains("no input claims them"));
     }
+
+    /// Hostile bodies are refused with a message, before anything their numbers claim is
+    /// allocated (issue 15's hardening list).
+    #[test]
+    fn hostile_bodies_are_refused_before_allocating() {
+        // Nesting far past serde_json's recursion limit: an error, not a stack overflow.
+        let deep = format!(
+            r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let m = err(deep.as_bytes(), None);
+        assert!(m.contains("recursion limit"), "{m}");
+        // A shape whose product overflows, in JSON and binary form.
+        let m = err(
+            br#"{"inputs":[{"name":"x","shape":[4294967296,4294967296,16],"datatype":"FP32","data":[1]}]}"#,
+            None,
+        );
+        assert!(m.contains("input 'x'"), "{m}");
+        let header = br#"{"inputs":[{"name":"x","shape":[9223372036854775807,4],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&[0; 4]);
+        assert!(err(&body, Some(header.len())).contains("input 'x'"));
+        // Element counts far beyond the data sent: refused by count, not allocated.
+        let m = err(
+            br#"{"inputs":[{"name":"x","shape":[1000000000000],"datatype":"FP64","data":[1]}]}"#,
+            None,
+        );
+        assert!(m.contains("input 'x'"), "{m}");
+        // binary_data_size past the end of the body.
+        let header = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":18446744073709551615}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&[0; 4]);
+        assert!(err(&body, Some(header.len())).contains("remain in the body"));
+        // A BYTES length prefix that runs past the end of its tensor.
+        let header = br#"{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, b'h', b'i']);
+        let m = err(&body, Some(header.len()));
+        assert!(m.contains("input 's'"), "{m}");
+        // An absurd Inference-Header-Content-Length.
+        let m = err(&body, Some(usize::MAX));
+        assert!(m.contains("Inference-Header-Content-Length"), "{m}");
+    }
 }
