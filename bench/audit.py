@@ -10,7 +10,7 @@
 
     cargo build --release -p inferd && cargo build --release -p inferd-runtime --example audit_fill
     bench/get_perf_analyzer.sh
-    /tmp/fixvenv/bin/python bench/audit.py [--records 10000000] [--rounds 3]
+    .venv/bin/python bench/audit.py [--records 10000000] [--rounds 3]
 """
 
 import argparse

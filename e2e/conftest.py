@@ -51,6 +51,23 @@ def as_array(tensor):
     return np.array(tensor["data"], dtype=NUMPY[tensor["datatype"]]).reshape(tensor["shape"])
 
 
+# Every credential a test hands out, and every server log of the session: at the end no log may
+# hold a secret (the random part of an API key, a JWT's signature).
+SECRETS = []
+LOGS = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log():
+    yield
+    for log in LOGS:
+        if not Path(log).exists():
+            continue
+        text = Path(log).read_text(errors="replace")
+        for secret in SECRETS:
+            assert secret.split(".")[-1] not in text, f"a secret appears in {log}"
+
+
 class Server:
     def __init__(self, repo, log_path, *extra, token=None, tls=None):
         """`token`: the bearer credential its own calls send (a server with --auth); `tls`: an
@@ -63,6 +80,7 @@ class Server:
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.metrics_url = f"127.0.0.1:{self.metrics_port}"
         self.log_path = log_path
+        LOGS.append(log_path)
         self.log = open(log_path, "wb")
         args = [binary(), "serve", "--model-repository", repo, "--http-port", self.port, "--grpc-port", self.grpc_port,
                 "--metrics-port", self.metrics_port, *extra]

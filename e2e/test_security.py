@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, Server, binary, free_ports, perf_analyzer
+from conftest import FIXTURES, SECRETS, Server, binary, perf_analyzer
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "inferd"
-SECRETS = []  # every credential handed out here; none may show in a log
 
 
 # --- keys, tokens, certificates ------------------------------------------------------------

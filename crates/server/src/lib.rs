@@ -5,6 +5,8 @@ mod access;
 pub mod auth;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod grpc;
 mod http;
 pub mod listen;

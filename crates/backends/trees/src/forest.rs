@@ -242,6 +242,11 @@ impl Forest {
         })
     }
 
+    /// Values per row that [`Forest::predict`] expects.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
     pub fn tree_count(&self) -> usize {
         self.packed.len()
     }

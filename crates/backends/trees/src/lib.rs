@@ -16,6 +16,9 @@ use inferd_core::{
 };
 
 pub use forest::Forest;
+/// The parsers by format, for the fuzz targets (`fuzz/`).
+pub use lightgbm::parse as parse_lightgbm;
+pub use xgboost::parse as parse_xgboost;
 
 pub struct TreeBackend;
 
