@@ -7,6 +7,12 @@ use inferd_runtime::http_client::HttpClient;
 pub use inferd_runtime::http_client::Method;
 use serde_json::{Value, json};
 
+/// An inference's answer.
+pub struct Answered {
+    pub version: String,
+    pub outputs: Vec<NamedTensor>,
+}
+
 pub struct Client {
     http: HttpClient,
     /// `Authorization` for a server with `--auth`: the API key or JWT in `INFERD_TOKEN`.
@@ -42,6 +48,12 @@ impl Client {
         path: &str,
         inputs: &[NamedTensor],
     ) -> Result<Vec<NamedTensor>, String> {
+        self.infer(path, inputs).await.map(|a| a.outputs)
+    }
+
+    /// Like [`Client::infer_binary`], with the answering version and the HTTP status of a
+    /// refusal (for retries).
+    pub async fn infer(&self, path: &str, inputs: &[NamedTensor]) -> Result<Answered, String> {
         let header = json!({
             "inputs": inputs.iter().map(|t| json!({
                 "name": t.name, "datatype": t.tensor.datatype().as_str(), "shape": t.tensor.shape(),
@@ -76,6 +88,10 @@ impl Client {
                 head["error"].as_str().unwrap_or_default()
             ));
         }
+        let version = head["model_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut at = json_len;
         let mut outputs = Vec::new();
         for o in head["outputs"].as_array().into_iter().flatten() {
@@ -101,7 +117,7 @@ impl Client {
                 tensor,
             });
         }
-        Ok(outputs)
+        Ok(Answered { version, outputs })
     }
 
     /// Sends one request; answers the status and the JSON body.

@@ -1,6 +1,8 @@
 //! The `inferd` binary.
 
 mod audit;
+mod backends;
+mod batch;
 mod client;
 mod keys;
 mod log_buffer;
@@ -30,6 +32,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// The audit log: verify its hash chains, find records, replay recorded inputs.
     Audit(audit::AuditArgs),
+    /// Score files of rows with a model (in this process, or against running servers).
+    Batch(Box<batch::BatchArgs>),
     /// API keys in a key file (`serve --auth-keys`): create, list, revoke.
     Keys(keys::KeysArgs),
 }
@@ -43,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Models(args) => models::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Batch(args) => batch::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,11 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use inferd_backend_onnxruntime::OnnxRuntimeBackend;
-use inferd_backend_python::PythonBackend;
-use inferd_backend_tract::TractBackend;
-use inferd_backend_trees::TreeBackend;
-use inferd_core::Backend;
 use inferd_runtime::audit::{Audit, AuditSettings, WhenFull};
 use inferd_runtime::state::StateStore;
 use inferd_runtime::{ControlMode, Runtime};
@@ -36,25 +31,8 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_GRPC_PORT", default_value_t = 8001)]
     grpc_port: u16,
 
-    /// Backend for models whose config.toml names none and that several backends could run
-    /// (model.onnx: tract, the embedded default, or onnxruntime).
-    #[arg(
-        long,
-        env = "INFERD_DEFAULT_BACKEND",
-        value_enum,
-        default_value = "tract"
-    )]
-    default_backend: DefaultBackend,
-
-    /// ONNX Runtime's shared library, loaded when the first onnxruntime model loads
-    /// (fetch it with `python3 scripts/get_onnxruntime.py`). Default: where that script puts it.
-    #[arg(long, env = "INFERD_ONNXRUNTIME_LIB", value_name = "PATH")]
-    onnxruntime_lib: Option<PathBuf>,
-
-    /// Python interpreter of the Python backend's workers, unless a model's config names its
-    /// own (`[parameters] python = ".../venv/bin/python"`); it needs numpy.
-    #[arg(long, env = "INFERD_PYTHON", default_value = "python3")]
-    python: PathBuf,
+    #[command(flatten)]
+    backend: crate::backends::BackendArgs,
 
     /// Port of the Prometheus metrics endpoint (GET /metrics).
     #[arg(long, env = "INFERD_METRICS_PORT", default_value_t = 8002)]
@@ -383,12 +361,6 @@ enum WhenFullArg {
     Drop,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum DefaultBackend {
-    Tract,
-    Onnxruntime,
-}
-
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ControlArg {
     None,
@@ -446,20 +418,7 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
     if mode != ControlMode::Explicit && !args.load_models.is_empty() {
         return Err("--load-model needs --model-control-mode explicit (the other modes load the whole repository)".into());
     }
-    let onnxruntime: Arc<dyn Backend> = Arc::new(OnnxRuntimeBackend::new(
-        args.onnxruntime_lib
-            .clone()
-            .unwrap_or_else(OnnxRuntimeBackend::default_library),
-    ));
-    let tract: Arc<dyn Backend> = Arc::new(TractBackend);
-    // The first backend that recognises a model's files runs it, unless its config names one.
-    let python: Arc<dyn Backend> = Arc::new(PythonBackend::new(args.python.clone()));
-    let trees: Arc<dyn Backend> = Arc::new(TreeBackend);
-    let backends = match args.default_backend {
-        // Python before trees: a model.py directory may also hold a .json or .txt file.
-        DefaultBackend::Tract => vec![tract, onnxruntime, python, trees],
-        DefaultBackend::Onnxruntime => vec![onnxruntime, tract, python, trees],
-    };
+    let backends = args.backend.backends();
     let store = match (&args.state_url, &args.state_dir) {
         (Some(url), _) => StateStore::postgres(url).await?,
         (None, dir) => StateStore::sqlite(dir.as_deref())?,

@@ -10,7 +10,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::Synced;
 use super::cache::{self, Entry};
 
-fn store(bucket: &str) -> Result<impl ObjectStore, String> {
+/// A client of `bucket` with the usual AWS_* settings (also used by `inferd batch`).
+pub fn store(bucket: &str) -> Result<impl ObjectStore + use<>, String> {
     // A store that is down must not hold a model's reload for minutes: few, quick retries.
     let retry = object_store::RetryConfig {
         max_retries: 3,

@@ -1,0 +1,183 @@
+//! One field of a row, as read (CSV text or a JSON value), and its conversion to a tensor
+//! element of the input's datatype.
+
+use inferd_core::{DataType, TensorData};
+use serde_json::Value as Json;
+
+/// A field of a row.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    Text(&'a str),
+    Json(&'a Json),
+}
+
+/// Elements of one input for a chunk of rows, typed as they are gathered.
+pub enum Column {
+    Float(Vec<f64>, DataType),
+    Int(Vec<i64>, DataType),
+    Uint(Vec<u64>, DataType),
+    Bool(Vec<bool>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+fn missing(text: &str) -> bool {
+    let t = text.trim();
+    t.is_empty() || t.eq_ignore_ascii_case("nan") || t.eq_ignore_ascii_case("na") || t == "null"
+}
+
+impl Column {
+    pub fn new(datatype: DataType, capacity: usize) -> Column {
+        use DataType::*;
+        match datatype {
+            F16 | BF16 | F32 | F64 => Column::Float(Vec::with_capacity(capacity), datatype),
+            I8 | I16 | I32 | I64 => Column::Int(Vec::with_capacity(capacity), datatype),
+            U8 | U16 | U32 | U64 => Column::Uint(Vec::with_capacity(capacity), datatype),
+            Bool => Column::Bool(Vec::with_capacity(capacity)),
+            Bytes => Column::Bytes(Vec::with_capacity(capacity)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Float(v, _) => v.len(),
+            Column::Int(v, _) => v.len(),
+            Column::Uint(v, _) => v.len(),
+            Column::Bool(v) => v.len(),
+            Column::Bytes(v) => v.len(),
+        }
+    }
+
+    /// Appends one element; a list value appends each of its elements.
+    pub fn push(&mut self, cell: Cell<'_>) -> Result<(), String> {
+        if let Cell::Json(Json::Array(items)) = cell {
+            for item in items {
+                self.push(Cell::Json(item))?;
+            }
+            return Ok(());
+        }
+        match self {
+            Column::Float(v, _) => v.push(match cell {
+                Cell::Text(t) if missing(t) => f64::NAN,
+                Cell::Text(t) => t
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("'{t}' is not a number"))?,
+                Cell::Json(Json::Null) => f64::NAN,
+                Cell::Json(j) => j.as_f64().ok_or_else(|| format!("{j} is not a number"))?,
+            }),
+            Column::Int(v, _) => v.push(match cell {
+                Cell::Text(t) => t
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("'{t}' is not an integer"))?,
+                Cell::Json(j) => j.as_i64().ok_or_else(|| format!("{j} is not an integer"))?,
+            }),
+            Column::Uint(v, _) => v.push(match cell {
+                Cell::Text(t) => t
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("'{t}' is not an unsigned integer"))?,
+                Cell::Json(j) => j
+                    .as_u64()
+                    .ok_or_else(|| format!("{j} is not an unsigned integer"))?,
+            }),
+            Column::Bool(v) => v.push(match cell {
+                Cell::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(format!("'{t}' is not a boolean")),
+                },
+                Cell::Json(j) => j.as_bool().ok_or_else(|| format!("{j} is not a boolean"))?,
+            }),
+            Column::Bytes(v) => v.push(match cell {
+                Cell::Text(t) => t.as_bytes().to_vec(),
+                Cell::Json(Json::String(s)) => s.as_bytes().to_vec(),
+                Cell::Json(j) => j.to_string().into_bytes(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Drops elements past `len` (a row that failed half-way).
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Column::Float(v, _) => v.truncate(len),
+            Column::Int(v, _) => v.truncate(len),
+            Column::Uint(v, _) => v.truncate(len),
+            Column::Bool(v) => v.truncate(len),
+            Column::Bytes(v) => v.truncate(len),
+        }
+    }
+
+    /// The elements in the input's datatype (integers out of its range are refused).
+    pub fn finish(self) -> Result<TensorData, String> {
+        use DataType::*;
+        fn ints<T: TryFrom<i64>>(v: Vec<i64>, dt: DataType) -> Result<Vec<T>, String> {
+            v.into_iter()
+                .map(|x| T::try_from(x).map_err(|_| format!("{x} does not fit {dt}")))
+                .collect()
+        }
+        fn uints<T: TryFrom<u64>>(v: Vec<u64>, dt: DataType) -> Result<Vec<T>, String> {
+            v.into_iter()
+                .map(|x| T::try_from(x).map_err(|_| format!("{x} does not fit {dt}")))
+                .collect()
+        }
+        Ok(match self {
+            Column::Float(v, F32) => TensorData::F32(v.into_iter().map(|x| x as f32).collect()),
+            Column::Float(v, F16) => {
+                TensorData::F16(v.into_iter().map(half::f16::from_f64).collect())
+            }
+            Column::Float(v, BF16) => {
+                TensorData::BF16(v.into_iter().map(half::bf16::from_f64).collect())
+            }
+            Column::Float(v, _) => TensorData::F64(v),
+            Column::Int(v, I8) => TensorData::I8(ints(v, I8)?),
+            Column::Int(v, I16) => TensorData::I16(ints(v, I16)?),
+            Column::Int(v, I32) => TensorData::I32(ints(v, I32)?),
+            Column::Int(v, _) => TensorData::I64(v),
+            Column::Uint(v, U8) => TensorData::U8(uints(v, U8)?),
+            Column::Uint(v, U16) => TensorData::U16(uints(v, U16)?),
+            Column::Uint(v, U32) => TensorData::U32(uints(v, U32)?),
+            Column::Uint(v, _) => TensorData::U64(v),
+            Column::Bool(v) => TensorData::Bool(v),
+            Column::Bytes(v) => TensorData::Bytes(v),
+        })
+    }
+}
+
+/// Appends element `i` of `data` as text: CSV (`json` false: strings as they are, NaN as
+/// empty) or JSON (strings quoted, NaN and infinities as null). Floats print in their own
+/// width's shortest form (an FP32 0.95914 stays 0.95914).
+pub fn write_element(out: &mut String, data: &TensorData, i: usize, json: bool) {
+    use std::fmt::Write;
+    fn float(out: &mut String, x: impl std::fmt::Display, finite: bool, json: bool) {
+        if finite {
+            let _ = write!(out, "{x}");
+        } else if json {
+            out.push_str("null");
+        }
+    }
+    match data {
+        TensorData::Bool(v) => out.push_str(if v[i] { "true" } else { "false" }),
+        TensorData::U8(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::U16(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::U32(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::U64(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::I8(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::I16(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::I32(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::I64(v) => write!(out, "{}", v[i]).unwrap_or(()),
+        TensorData::F16(v) => float(out, v[i], v[i].is_finite(), json),
+        TensorData::BF16(v) => float(out, v[i], v[i].is_finite(), json),
+        TensorData::F32(v) => float(out, v[i], v[i].is_finite(), json),
+        TensorData::F64(v) => float(out, v[i], v[i].is_finite(), json),
+        TensorData::Bytes(v) => {
+            let text = String::from_utf8_lossy(&v[i]);
+            if json {
+                out.push_str(&Json::String(text.into_owned()).to_string());
+            } else {
+                out.push_str(&text);
+            }
+        }
+    }
+}

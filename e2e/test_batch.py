@@ -1,0 +1,253 @@
+"""`inferd batch`: a million CSV rows scored in process match ONNX Runtime and the online
+server; JSON Lines give the same; SIGKILL and --resume; bad rows; shards; S3 in and out;
+scoring against a running server."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, ROOT, binary
+from test_sources import s3  # noqa: F401  (the moto fixture)
+
+ROWS = 1_000_000
+IRIS = FIXTURES / "models" / "iris_logreg" / "1" / "model.onnx"
+REFERENCE_PYTHON = os.environ.get("INFERD_MLFLOW_PYTHON", str(ROOT / ".venv-mlflow" / "bin" / "python"))
+
+
+def batch(*args, check=True, env=None, **kw):
+    done = subprocess.run([str(binary()), "batch", "--progress", "off", *map(str, args)], capture_output=True,
+                          text=True, env=env, **kw)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("batch-repo")
+    shutil.copytree(FIXTURES / "models" / "iris_logreg", repo / "iris_logreg")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    """A million iris-like rows (seeded), as CSV with an id column."""
+    d = tmp_path_factory.mktemp("batch-data")
+    rng = np.random.default_rng(7)
+    lo, hi = np.array([4.3, 2.0, 1.0, 0.1]), np.array([7.9, 4.4, 6.9, 2.5])
+    x = np.round(rng.uniform(lo, hi, size=(ROWS, 4)), 2).astype(np.float32)
+    path = d / "iris.csv"
+    with open(path, "w") as f:
+        f.write("id,sepal_length,sepal_width,petal_length,petal_width\n")
+        np.savetxt(f, np.column_stack([np.arange(ROWS), x]), fmt=["%d", "%.2f", "%.2f", "%.2f", "%.2f"],
+                   delimiter=",")
+    return path, x
+
+
+def read_output(path):
+    with open(path) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        body = np.array(list(reader))
+    return header, body
+
+
+def reference(x, tmp):
+    """ONNX Runtime's labels and probabilities for x."""
+    np.save(tmp / "x.npy", x)
+    script = ("import numpy as np, onnxruntime as ort, sys\n"
+              f"s = ort.InferenceSession({str(IRIS)!r}, providers=['CPUExecutionProvider'])\n"
+              f"x = np.load({str(tmp / 'x.npy')!r})\n"
+              "label, prob = s.run(None, {s.get_inputs()[0].name: x})\n"
+              f"np.save({str(tmp / 'label.npy')!r}, label); np.save({str(tmp / 'prob.npy')!r}, prob)\n")
+    done = subprocess.run([REFERENCE_PYTHON, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, f"ONNX Runtime (the reference) failed: {done.stderr}"
+    return np.load(tmp / "label.npy"), np.load(tmp / "prob.npy")
+
+
+@pytest.fixture(scope="module")
+def scored(repo, rows, tmp_path_factory):
+    path, _ = rows
+    out = tmp_path_factory.mktemp("batch-out") / "scores.csv"
+    summary = out.with_suffix(".summary.json")
+    started = time.monotonic()
+    batch("--model-repository", repo, "--model", "iris_logreg", "--input", path, "--output", out,
+          "--id-column", "id", "--summary", summary)
+    seconds = time.monotonic() - started
+    print(f"scored {ROWS} rows in {seconds:.1f} s")
+    return out, json.loads(summary.read_text())
+
+
+def test_a_million_rows_match_onnxruntime_and_the_server(scored, rows, server, tmp_path):
+    out, summary = scored
+    _, x = rows
+    assert summary["rows"] == ROWS and summary["errors"] == 0 and summary["versions"] == ["1"]
+    header, body = read_output(out)
+    assert header == ["id", "label", "probabilities_0", "probabilities_1", "probabilities_2", "model_version"]
+    assert len(body) == ROWS
+    assert (body[:, 0].astype(np.int64) == np.arange(ROWS)).all(), "rows are not in input order"
+    label, prob = reference(x, tmp_path)
+    assert (body[:, 1].astype(np.int64) == label).all()
+    np.testing.assert_allclose(body[:, 2:5].astype(np.float32), prob, rtol=1e-5, atol=1e-6)
+    # Every 1,000th row against the online server.
+    import tritonclient.http as httpclient
+    sample = x[::1000]
+    labels, probs = [], []
+    with httpclient.InferenceServerClient(server.url) as c:
+        for at in range(0, len(sample), 50):  # max_batch_size is 64
+            t = httpclient.InferInput("X", [len(sample[at:at + 50]), 4], "FP32")
+            t.set_data_from_numpy(sample[at:at + 50], binary_data=True)
+            online = c.infer("iris_logreg", [t])
+            labels.append(online.as_numpy("label"))
+            probs.append(online.as_numpy("probabilities"))
+    assert (np.concatenate(labels) == body[::1000, 1].astype(np.int64)).all()
+    np.testing.assert_allclose(np.concatenate(probs), body[::1000, 2:5].astype(np.float32), rtol=1e-6)
+
+
+def test_jsonl_gives_the_same_outputs(repo, rows, scored, tmp_path):
+    _, x = rows
+    n = 20_000
+    src = tmp_path / "rows.jsonl"
+    with open(src, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": str(i), "X": [float(v) for v in x[i]]}) + "\n")
+    out = tmp_path / "scores.jsonl"
+    batch("--model-repository", repo, "--model", "iris_logreg", "--input", src, "--output", out, "--id-column", "id")
+    lines = [json.loads(line) for line in open(out)]
+    _, body = read_output(scored[0])
+    assert [int(r["id"]) for r in lines] == list(range(n))
+    assert [r["label"] for r in lines] == body[:n, 1].astype(np.int64).tolist()
+    np.testing.assert_array_equal(np.array([r["probabilities"] for r in lines], np.float32),
+                                  body[:n, 2:5].astype(np.float32))
+    # JSONL output of the CSV input: the same text for the same values.
+    out2 = tmp_path / "from_csv.jsonl"
+    first = tmp_path / "first.csv"
+    with open(rows[0]) as f, open(first, "w") as g:
+        for i, line in enumerate(f):
+            if i > n:
+                break
+            g.write(line)
+    batch("--model-repository", repo, "--model", "iris_logreg", "--input", first, "--output", out2, "--id-column", "id")
+    assert out2.read_text() == out.read_text()
+
+
+def test_v2_request_lines_as_mlserver_infer_takes(repo, tmp_path):
+    src = tmp_path / "requests.jsonl"
+    with open(src, "w") as f:
+        for i in range(3):
+            f.write(json.dumps({"id": f"r{i}", "inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4],
+                                                          "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}) + "\n")
+    out = tmp_path / "answers.jsonl"
+    batch("--model-repository", repo, "--model", "iris_logreg", "--input", src, "--output", out)
+    lines = [json.loads(line) for line in open(out)]
+    assert [r["row"] for r in lines] == ["r0", "r1", "r2"]
+    assert all(r["label"] == [0, 2] and len(r["probabilities"]) == 6 for r in lines)
+
+
+def test_kill_and_resume_writes_every_row_once_in_order(repo, rows, scored, tmp_path):
+    path, _ = rows
+    out = tmp_path / "resumed.csv"
+    args = ["batch", "--progress", "off", "--model-repository", repo, "--model", "iris_logreg", "--input", path,
+            "--output", out, "--id-column", "id", "--batch-size", "64"]
+    job = subprocess.Popen([str(binary()), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = Path(str(out) + ".checkpoint")
+    deadline = time.monotonic() + 300
+    done_rows = 0
+    while done_rows < ROWS // 2:
+        assert job.poll() is None, f"the job ended before it could be killed: {job.stderr.read()}"
+        assert time.monotonic() < deadline
+        try:
+            done_rows = json.loads(checkpoint.read_text())["rows"]
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    # Without --resume the unfinished output is not overwritten.
+    refused = batch(*args[3:], check=False)
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+    batch(*args[3:], "--resume")
+    assert not checkpoint.exists()
+    assert out.read_text() == scored[0].read_text(), "the resumed output differs from an uninterrupted run"
+
+
+def test_bad_rows_go_to_the_errors_file(repo, tmp_path):
+    src = tmp_path / "mixed.csv"
+    src.write_text("id,a,b,c,d\n1,5.1,3.5,1.4,0.2\n2,5.1,3.5,1.4\n3,5.1,abc,1.4,0.2\n4,6.7,3.0,5.2,2.3\n5,,3.0,5.2,2.3\n")
+    out, errors = tmp_path / "out.csv", tmp_path / "errors.jsonl"
+    summary = tmp_path / "summary.json"
+    done = batch("--model-repository", repo, "--model", "iris_logreg", "--input", src, "--output", out,
+                 "--id-column", "id", "--errors", errors, "--summary", summary, check=False)
+    assert done.returncode != 0 and "2 of 5 rows failed" in done.stderr
+    bad = [json.loads(line) for line in open(errors)]
+    assert [(b["row"], b["id"]) for b in bad] == [(1, "2"), (2, "3")]
+    assert "4 fields, the header has 5" in bad[0]["error"]
+    assert "'abc' is not a number" in bad[1]["error"]
+    _, body = read_output(out)
+    assert body[:, 0].tolist() == ["1", "4", "5"]  # an empty cell is NaN, which FP32 allows
+    assert json.loads(summary.read_text())["errors"] == 2
+    # --max-errors stops the job.
+    stopped = batch("--model-repository", repo, "--model", "iris_logreg", "--input", src, "--output",
+                    tmp_path / "o2.csv", "--id-column", "id", "--max-errors", "1", check=False)
+    assert stopped.returncode != 0 and "--max-errors 1" in stopped.stderr
+
+
+def test_shards_split_the_rows(repo, rows, scored, tmp_path):
+    src = tmp_path / "part.csv"
+    with open(rows[0]) as f, open(src, "w") as g:
+        for i, line in enumerate(f):
+            if i > 10_000:
+                break
+            g.write(line)
+    parts = []
+    for i in range(3):
+        out = tmp_path / f"shard{i}.csv"
+        env = dict(os.environ, JOB_COMPLETION_INDEX=str(i))
+        batch("--model-repository", repo, "--model", "iris_logreg", "--input", src, "--output", out,
+              "--id-column", "id", "--shards", "3", env=env)
+        parts.append(read_output(out)[1])
+    ids = sorted(int(r) for p in parts for r in p[:, 0])
+    assert ids == list(range(10_000)), "shards overlap or miss rows"
+    assert all(len(p) > 0 for p in parts)
+
+
+def test_s3_in_and_out(repo, rows, s3, tmp_path):  # noqa: F811
+    client, env, _ = s3
+    client.create_bucket(Bucket="data")
+    src = tmp_path / "small.csv"
+    with open(rows[0]) as f, open(src, "w") as g:
+        for i, line in enumerate(f):
+            if i > 5000:
+                break
+            g.write(line)
+    for part in range(2):
+        client.put_object(Bucket="data", Key=f"in/part-{part}.csv", Body=src.read_bytes())
+    done = batch("--model-repository", repo, "--model", "iris_logreg", "--input", "s3://data/in/", "--output",
+                 "s3://data/out/scores.jsonl", "--id-column", "id", env=dict(os.environ, **env,
+                                                                             HOME=str(tmp_path)))
+    body = client.get_object(Bucket="data", Key="out/scores.jsonl")["Body"].read().decode().splitlines()
+    assert len(body) == 10_000, done.stderr
+    assert [json.loads(line)["id"] for line in body[:3]] == ["0", "1", "2"]
+
+
+def test_against_a_running_server(server, repo, rows, scored, tmp_path):
+    src = tmp_path / "few.csv"
+    with open(rows[0]) as f, open(src, "w") as g:
+        for i, line in enumerate(f):
+            if i > 3000:
+                break
+            g.write(line)
+    out = tmp_path / "remote.csv"
+    batch("--url", f"http://{server.url}", "--url", f"http://{server.url}", "--model", "iris_logreg", "--input", src,
+          "--output", out, "--id-column", "id", "--batch-size", "100")
+    _, remote = read_output(out)
+    _, local = read_output(scored[0])
+    assert (remote == local[:3000]).all()
