@@ -251,3 +251,39 @@ def test_against_a_running_server(server, repo, rows, scored, tmp_path):
     _, remote = read_output(out)
     _, local = read_output(scored[0])
     assert (remote == local[:3000]).all()
+
+
+def test_parquet_in_and_out(repo, rows, scored, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    _, x = rows
+    n = 20_000
+    _, body = read_output(scored[0])
+    # Scalar feature columns, and the same rows as one list column named as the model's input.
+    pq.write_table(pa.table({"id": [str(i) for i in range(n)], **{f"f{j}": x[:n, j] for j in range(4)}}),
+                   tmp_path / "columns.parquet", row_group_size=4096)
+    pq.write_table(pa.table({"id": [str(i) for i in range(n)], "X": pa.array(list(x[:n]), pa.list_(pa.float32()))}),
+                   tmp_path / "lists.parquet")
+    for name in ["columns", "lists"]:
+        out = tmp_path / f"{name}.jsonl"
+        batch("--model-repository", repo, "--model", "iris_logreg", "--input", tmp_path / f"{name}.parquet",
+              "--output", out, "--id-column", "id")
+        lines = [json.loads(line) for line in open(out)]
+        assert [int(r["id"]) for r in lines] == list(range(n)), name
+        assert [r["label"] for r in lines] == body[:n, 1].astype(np.int64).tolist(), name
+        np.testing.assert_array_equal(np.array([r["probabilities"] for r in lines], np.float32),
+                                      body[:n, 2:5].astype(np.float32))
+    # A Parquet output: vectors as list columns, readable by pyarrow.
+    out = tmp_path / "scores.parquet"
+    batch("--model-repository", repo, "--model", "iris_logreg", "--input", tmp_path / "columns.parquet",
+          "--output", out, "--id-column", "id")
+    t = pq.read_table(out)
+    assert t.column_names == ["id", "label", "probabilities", "model_version"]
+    assert t.column("id").to_pylist()[:3] == ["0", "1", "2"] and t.num_rows == n
+    assert t.column("label").to_pylist() == body[:n, 1].astype(np.int64).tolist()
+    np.testing.assert_array_equal(np.array(t.column("probabilities").to_pylist(), np.float32),
+                                  body[:n, 2:5].astype(np.float32))
+    assert set(t.column("model_version").to_pylist()) == {"1"}
+    refused = batch("--model-repository", repo, "--model", "iris_logreg", "--input", tmp_path / "columns.parquet",
+                    "--output", tmp_path / "again.parquet", "--resume", check=False)
+    assert refused.returncode != 0 and "cannot be resumed" in refused.stderr

@@ -70,7 +70,7 @@ impl Mapping<'_> {
                 Some(Layout::Vector { fields }) => {
                     for (i, at) in fields.iter().enumerate() {
                         let cell = record.get(*at).unwrap_or_default();
-                        columns[0].push(Cell::Text(cell)).map_err(|e| {
+                        columns[0].push_raw(cell).map_err(|e| {
                             format!("column {} of input '{}': {e}", i + 1, inputs[0].name)
                         })?;
                     }
@@ -80,7 +80,7 @@ impl Mapping<'_> {
                     for ((input, column), at) in inputs.iter().zip(columns).zip(fields) {
                         let cell = at.and_then(|a| record.get(a)).unwrap_or_default();
                         column
-                            .push(Cell::Text(cell))
+                            .push_raw(cell)
                             .map_err(|e| format!("column '{}': {e}", input.name))?;
                     }
                     Ok(())

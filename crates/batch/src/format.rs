@@ -8,6 +8,8 @@ pub enum Format {
     /// One JSON object per line: a row (`{"input": value, ...}`) or a whole V2 inference
     /// request (as `mlserver infer` takes).
     Jsonl,
+    /// Columns of a Parquet file; list columns feed vector inputs.
+    Parquet,
 }
 
 impl Format {
@@ -17,6 +19,8 @@ impl Format {
         let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
         if lower.ends_with(".csv") {
             Some(Format::Csv)
+        } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Some(Format::Parquet)
         } else if lower.ends_with(".jsonl")
             || lower.ends_with(".ndjson")
             || lower.ends_with(".json")
@@ -31,6 +35,7 @@ impl Format {
         match self {
             Format::Csv => &[".csv"],
             Format::Jsonl => &[".jsonl", ".ndjson", ".json"],
+            Format::Parquet => &[".parquet", ".pq"],
         }
     }
 }
@@ -41,7 +46,8 @@ impl FromStr for Format {
         match s.to_ascii_lowercase().as_str() {
             "csv" => Ok(Format::Csv),
             "jsonl" | "ndjson" | "json" => Ok(Format::Jsonl),
-            other => Err(format!("unknown format '{other}' (csv or jsonl)")),
+            "parquet" => Ok(Format::Parquet),
+            other => Err(format!("unknown format '{other}' (csv, jsonl or parquet)")),
         }
     }
 }

@@ -91,6 +91,7 @@ pub struct Summary {
 struct Done {
     text: Vec<u8>,
     header: Vec<String>,
+    tables: Vec<crate::parquet_io::Table>,
     errors: Vec<u8>,
     rows: u64,
     failed: u64,
@@ -117,6 +118,7 @@ async fn score_chunk(
     let mut done = Done {
         text: Vec::new(),
         header: Vec::new(),
+        tables: Vec::new(),
         errors: Vec::new(),
         rows: total,
         failed: 0,
@@ -126,18 +128,15 @@ async fn score_chunk(
     if let Some(request) = encoded.request {
         let id = format!("batch-{first}");
         match scorer.score(id, request.clone()).await {
-            Ok(scored) => match output::rows(
+            Ok(scored) => match render(
                 out_format,
                 &id_name,
                 &encoded.rows,
                 &scored,
                 encoded.stacked,
+                &mut done,
             ) {
-                Ok(f) => {
-                    done.text = f.text;
-                    done.header = f.header;
-                    done.version = Some(scored.version);
-                }
+                Ok(()) => done.version = Some(scored.version),
                 Err(e) => failed.extend(encoded.rows.iter().map(|k| (k.clone(), e.clone()))),
             },
             Err(e) if encoded.rows.len() == 1 || !encoded.stacked => {
@@ -171,14 +170,10 @@ async fn score_chunk(
                             let keys = std::slice::from_ref(key);
                             let answer = scorer.score(format!("batch-{}", key.index), one).await;
                             match answer.and_then(|s| {
-                                output::rows(out_format, &id_name, keys, &s, true)
-                                    .map(|f| (f, s.version))
+                                render(out_format, &id_name, keys, &s, true, &mut done)
+                                    .map(|()| s.version)
                             }) {
-                                Ok((f, version)) => {
-                                    done.text.extend_from_slice(&f.text);
-                                    done.header = f.header;
-                                    done.version = Some(version);
-                                }
+                                Ok(version) => done.version = Some(version),
                                 Err(e) => failed.push((key.clone(), e)),
                             }
                         }
@@ -195,6 +190,25 @@ async fn score_chunk(
         done.failed += 1;
     }
     done
+}
+
+/// Adds the output rows of `keys` to `done`: text for CSV and JSON Lines, a table for Parquet.
+fn render(
+    format: Format,
+    id_name: &str,
+    keys: &[RowKey],
+    scored: &crate::Scored,
+    stacked: bool,
+    done: &mut Done,
+) -> Result<(), String> {
+    if format == Format::Parquet {
+        done.tables.push(output::table(keys, scored, stacked)?);
+        return Ok(());
+    }
+    let f = output::rows(format, id_name, keys, scored, stacked)?;
+    done.text.extend_from_slice(&f.text);
+    done.header = f.header;
+    Ok(())
 }
 
 fn open_append(path: &Path, keep: u64) -> Result<std::fs::File, BatchError> {
@@ -291,6 +305,17 @@ pub async fn run(
         },
     };
     let resumed_at = state.rows;
+    let parquet_out = out_format == Format::Parquet;
+    if parquet_out && job.resume {
+        return Err(BatchError::Usage(
+            "a Parquet output cannot be resumed (a killed file has no footer): write CSV or JSON \
+             Lines to resume, or score again"
+                .into(),
+        ));
+    }
+    let id_name_text = job.id_column.clone().unwrap_or_else(|| "row".into());
+    let mut sink =
+        parquet_out.then(|| crate::parquet_io::ParquetSink::new(&out_path, &id_name_text));
     let mut out =
         std::io::BufWriter::with_capacity(1 << 20, open_append(&out_path, state.output_bytes)?);
     let mut errs = std::io::BufWriter::new(open_append(&errors_path, state.errors_bytes)?);
@@ -309,9 +334,22 @@ pub async fn run(
                 .map_err(BatchError::Usage)?,
             )
         }
-        Format::Jsonl => None,
+        Format::Jsonl | Format::Parquet => None,
     };
-    let mapping = Arc::new((layout, job.columns.clone()));
+    // Parquet rows feed a one-input model from every column but the id, unless named.
+    let columns = match (&job.columns, in_format, &model.inputs[..]) {
+        (None, Format::Parquet, [input]) => {
+            let names = crate::parquet_io::columns(&files[0].0, &files[0].1)?;
+            (!names.contains(&input.name)).then(|| {
+                names
+                    .into_iter()
+                    .filter(|n| Some(n.as_str()) != job.id_column.as_deref())
+                    .collect()
+            })
+        }
+        (c, _, _) => c.clone(),
+    };
+    let mapping = Arc::new((layout, columns));
     let id_name: Arc<str> = Arc::from(job.id_column.clone().unwrap_or_else(|| "row".into()));
     let rows_per_chunk = model.rows_per_request(job.batch_size);
     let concurrency = job.concurrency.max(1);
@@ -365,6 +403,11 @@ pub async fn run(
         }
         out.write_all(&done.text)
             .map_err(|e| BatchError::io(out_path.display(), e))?;
+        if let Some(sink) = sink.as_mut() {
+            for table in done.tables {
+                sink.push(table)?;
+            }
+        }
         errs.write_all(&done.errors)
             .map_err(|e| BatchError::io(errors_path.display(), e))?;
         state.output_bytes += done.text.len() as u64;
@@ -386,9 +429,11 @@ pub async fn run(
         }
         let last = input_done && in_flight.is_empty();
         if stopped.is_some() || last || last_check.elapsed() >= CHECKPOINT_EVERY {
-            sync(&mut out, &out_path)?;
             sync(&mut errs, &errors_path)?;
-            state.write(&check_path)?;
+            if sink.is_none() {
+                sync(&mut out, &out_path)?;
+                state.write(&check_path)?;
+            }
             last_check = Instant::now();
             progress.update(
                 state.rows,
@@ -410,7 +455,13 @@ pub async fn run(
     if let Some(e) = stopped {
         return Err(e);
     }
-    sync(&mut out, &out_path)?;
+    match sink {
+        Some(sink) => {
+            drop(out);
+            sink.close()?;
+        }
+        None => sync(&mut out, &out_path)?,
+    }
     sync(&mut errs, &errors_path)?;
     location::upload(&out_path, &job.output).await?;
     let _ = std::fs::remove_file(&check_path);

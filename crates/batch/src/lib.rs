@@ -11,6 +11,7 @@ mod job;
 mod location;
 mod model;
 mod output;
+mod parquet_io;
 mod reader;
 mod scorer;
 mod value;

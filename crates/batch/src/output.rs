@@ -6,6 +6,7 @@ use serde_json::Value as Json;
 
 use crate::Format;
 use crate::encode::RowKey;
+use crate::parquet_io::Table;
 use crate::scorer::Scored;
 use crate::value::write_element;
 
@@ -69,6 +70,7 @@ pub fn rows(
             }
             w.flush().map_err(|e| e.to_string())?;
         }
+        Format::Parquet => return Err("Parquet rows are written by the Parquet sink".into()),
         Format::Jsonl => {
             let mut line = String::new();
             for (r, key) in keys.iter().enumerate() {
@@ -118,4 +120,27 @@ pub fn error_line(key: &RowKey, reason: &str) -> String {
     let mut line = Json::Object(o).to_string();
     line.push('\n');
     line
+}
+
+/// The output rows of `keys` as columns, for a Parquet output.
+pub fn table(keys: &[RowKey], scored: &Scored, stacked: bool) -> Result<Table, String> {
+    let n = keys.len();
+    let mut columns = Vec::with_capacity(scored.outputs.len());
+    for o in &scored.outputs {
+        if stacked && o.tensor.shape().first() != Some(&n) {
+            return Err(format!(
+                "output '{}' has shape {:?}, not one row per input row ({n})",
+                o.name,
+                o.tensor.shape()
+            ));
+        }
+        let len = o.tensor.len();
+        let per = if stacked { len / n.max(1) } else { len };
+        columns.push((o.name.clone(), o.tensor.data(), per, stacked && per == 1));
+    }
+    Ok(Table {
+        keys: keys.to_vec(),
+        columns,
+        version: scored.version.clone(),
+    })
 }

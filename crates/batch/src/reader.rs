@@ -14,7 +14,7 @@ use crate::{BatchError, Format, Shard};
 /// A row's fields as read.
 #[derive(Debug)]
 pub enum Fields {
-    Csv(csv::StringRecord),
+    Csv(csv::ByteRecord),
     Json(Map<String, Json>),
     /// A whole V2 inference request (a line as `mlserver infer` takes).
     V2(Json),
@@ -148,6 +148,21 @@ pub fn read(settings: ReadSettings, tx: mpsc::Sender<Vec<Row>>) -> Result<(), Ba
                 &bytes,
                 done_bytes,
             )?,
+            Format::Parquet => {
+                let id_column = id_column.as_deref();
+                crate::parquet_io::read(name, path, &bytes, done_bytes, |row| {
+                    let (id, fields) = match row {
+                        Ok(map) => {
+                            let id = id_column
+                                .and_then(|c| map.get(c))
+                                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                            (id, Fields::Json(map))
+                        }
+                        Err(e) => (None, Fields::Bad(e)),
+                    };
+                    out.row(id, fields)
+                })?
+            }
         };
         done_bytes += size;
         bytes.store(done_bytes, Ordering::Relaxed);
@@ -176,9 +191,9 @@ fn read_csv(
         .map_err(|e| BatchError::io(name, e))?
         .clone();
     let id_at = id_column.and_then(|c| header.iter().position(|h| h.trim() == c));
-    let mut record = csv::StringRecord::new();
+    let mut record = csv::ByteRecord::new();
     loop {
-        let fields = match reader.read_record(&mut record) {
+        let fields = match reader.read_byte_record(&mut record) {
             Ok(false) => return Ok(true),
             Ok(true) if record.len() != header.len() => Fields::Bad(format!(
                 "{name} line {}: {} fields, the header has {}",
@@ -192,7 +207,9 @@ fn read_csv(
         bytes.store(before + reader.position().byte(), Ordering::Relaxed);
         // A row with too few or many fields still names itself when it can.
         let id = match (&fields, id_at) {
-            (Fields::Csv(_) | Fields::Bad(_), Some(at)) => record.get(at).map(str::to_string),
+            (Fields::Csv(_) | Fields::Bad(_), Some(at)) => record
+                .get(at)
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
             _ => None,
         };
         if !out.row(id, fields) {

@@ -1,0 +1,360 @@
+//! Parquet rows in and out, on the parquet crate's own record and column APIs (no Arrow: a
+//! far smaller build). Input rows become JSON-like rows (list columns feed vector inputs);
+//! outputs are written in row groups, vectors as LIST columns.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use inferd_core::TensorData;
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::record::Field;
+use serde_json::{Map, Value as Json};
+
+use crate::BatchError;
+use crate::encode::RowKey;
+
+/// The column names of a Parquet file.
+pub fn columns(name: &str, path: &Path) -> Result<Vec<String>, BatchError> {
+    let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| BatchError::io(name, e))?;
+    let schema = reader.metadata().file_metadata().schema_descr();
+    Ok(schema
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect())
+}
+
+fn json(field: &Field) -> Json {
+    match field {
+        Field::Null => Json::Null,
+        Field::Bool(b) => Json::Bool(*b),
+        Field::Byte(x) => (*x).into(),
+        Field::Short(x) => (*x).into(),
+        Field::Int(x) => (*x).into(),
+        Field::Long(x) => (*x).into(),
+        Field::UByte(x) => (*x).into(),
+        Field::UShort(x) => (*x).into(),
+        Field::UInt(x) => (*x).into(),
+        Field::ULong(x) => (*x).into(),
+        Field::Float(x) => serde_json::Number::from_f64(*x as f64).map_or(Json::Null, Json::Number),
+        Field::Double(x) => serde_json::Number::from_f64(*x).map_or(Json::Null, Json::Number),
+        Field::Str(s) => Json::String(s.clone()),
+        Field::ListInternal(list) => Json::Array(list.elements().iter().map(json).collect()),
+        other => Json::String(other.to_string()),
+    }
+}
+
+/// Reads `path` row by row into `emit` (false from it stops the reading).
+pub fn read(
+    name: &str,
+    path: &PathBuf,
+    bytes: &AtomicU64,
+    before: u64,
+    mut emit: impl FnMut(Result<Map<String, Json>, String>) -> bool,
+) -> Result<bool, BatchError> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| BatchError::io(name, e))?;
+    let total = reader.metadata().file_metadata().num_rows().max(1) as u64;
+    let rows = reader
+        .get_row_iter(None)
+        .map_err(|e| BatchError::io(name, e))?;
+    for (i, row) in rows.enumerate() {
+        let row = row.map(|r| {
+            r.get_column_iter()
+                .map(|(k, v)| (k.clone(), json(v)))
+                .collect::<Map<_, _>>()
+        });
+        if i % 1024 == 0 {
+            bytes.store(before + size * i as u64 / total, Ordering::Relaxed);
+        }
+        if !emit(row.map_err(|e| format!("{name} row {i}: {e}"))) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Output rows of a chunk, as columns.
+pub struct Table {
+    pub keys: Vec<RowKey>,
+    /// (name, elements, elements per row, scalar per row)
+    pub columns: Vec<(String, TensorData, usize, bool)>,
+    pub version: String,
+}
+
+const ROW_GROUP: usize = 65_536;
+
+fn physical(data: &TensorData) -> &'static str {
+    match data {
+        TensorData::F16(_) | TensorData::BF16(_) | TensorData::F32(_) => "float",
+        TensorData::F64(_) => "double",
+        TensorData::I64(_) | TensorData::U64(_) | TensorData::U32(_) => "int64",
+        TensorData::Bool(_) => "boolean",
+        TensorData::Bytes(_) => "binary",
+        _ => "int32",
+    }
+}
+
+/// A Parquet output file, written a row group at a time.
+pub struct ParquetSink {
+    path: PathBuf,
+    id_name: String,
+    writer: Option<SerializedFileWriter<File>>,
+    buffer: Vec<Table>,
+    rows: usize,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+impl ParquetSink {
+    pub fn new(path: &Path, id_name: &str) -> ParquetSink {
+        ParquetSink {
+            path: path.to_path_buf(),
+            id_name: id_name.to_string(),
+            writer: None,
+            buffer: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    fn schema(&self, first: &Table) -> Result<String, String> {
+        let mut fields = Vec::new();
+        for name in std::iter::once(&self.id_name).chain(first.columns.iter().map(|c| &c.0)) {
+            if !valid_name(name) {
+                return Err(format!(
+                    "'{name}' cannot be a Parquet column name here (A-Z a-z 0-9 _ -)"
+                ));
+            }
+        }
+        let id_type = if first.keys.first().is_some_and(|k| k.id.is_some()) {
+            "binary"
+        } else {
+            "int64"
+        };
+        let annotation = if id_type == "binary" { " (STRING)" } else { "" };
+        fields.push(format!("required {id_type} {}{annotation};", self.id_name));
+        for (name, data, _, scalar) in &first.columns {
+            let t = physical(data);
+            let string = if t == "binary" { " (STRING)" } else { "" };
+            if *scalar {
+                fields.push(format!("required {t} {name}{string};"));
+            } else {
+                fields.push(format!(
+                    "required group {name} (LIST) {{ repeated group list {{ required {t} element{string}; }} }}"
+                ));
+            }
+        }
+        fields.push("required binary model_version (STRING);".into());
+        Ok(format!("message scores {{ {} }}", fields.join(" ")))
+    }
+
+    pub fn push(&mut self, table: Table) -> Result<(), BatchError> {
+        if table.keys.is_empty() {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let schema = self.schema(&table).map_err(BatchError::Model)?;
+            let schema = parquet::schema::parser::parse_message_type(&schema)
+                .map_err(|e| BatchError::io(self.path.display(), e))?;
+            let file =
+                File::create(&self.path).map_err(|e| BatchError::io(self.path.display(), e))?;
+            let props = WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::SNAPPY)
+                .build();
+            let writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props))
+                .map_err(|e| BatchError::io(self.path.display(), e))?;
+            self.writer = Some(writer);
+        }
+        self.rows += table.keys.len();
+        self.buffer.push(table);
+        if self.rows >= ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), BatchError> {
+        let (Some(writer), false) = (self.writer.as_mut(), self.buffer.is_empty()) else {
+            return Ok(());
+        };
+        let err = |e: parquet::errors::ParquetError| BatchError::io(self.path.display(), e);
+        let tables = std::mem::take(&mut self.buffer);
+        self.rows = 0;
+        let mut group = writer.next_row_group().map_err(err)?;
+        let columns = tables[0].columns.len();
+        // The id (or row number).
+        if let Some(mut col) = group.next_column().map_err(err)? {
+            if tables[0].keys[0].id.is_some() {
+                let v: Vec<ByteArray> = tables
+                    .iter()
+                    .flat_map(|t| &t.keys)
+                    .map(|k| ByteArray::from(k.id.clone().unwrap_or_default().into_bytes()))
+                    .collect();
+                col.typed::<ByteArrayType>()
+                    .write_batch(&v, None, None)
+                    .map_err(err)?;
+            } else {
+                let v: Vec<i64> = tables
+                    .iter()
+                    .flat_map(|t| &t.keys)
+                    .map(|k| k.index as i64)
+                    .collect();
+                col.typed::<Int64Type>()
+                    .write_batch(&v, None, None)
+                    .map_err(err)?;
+            }
+            col.close().map_err(err)?;
+        }
+        for c in 0..columns {
+            let Some(mut col) = group.next_column().map_err(err)? else {
+                break;
+            };
+            let scalar = tables[0].columns[c].3;
+            let (mut def, mut rep) = (Vec::new(), Vec::new());
+            if !scalar {
+                for t in &tables {
+                    let per = t.columns[c].2;
+                    for _ in &t.keys {
+                        for k in 0..per {
+                            def.push(1);
+                            rep.push(if k == 0 { 0 } else { 1 });
+                        }
+                        if per == 0 {
+                            def.push(0);
+                            rep.push(0);
+                        }
+                    }
+                }
+            }
+            let (def, rep) = if scalar {
+                (None, None)
+            } else {
+                (Some(&def[..]), Some(&rep[..]))
+            };
+            let parts = tables.iter().map(|t| &t.columns[c].1);
+            match &tables[0].columns[c].1 {
+                TensorData::F32(_) | TensorData::F16(_) | TensorData::BF16(_) => {
+                    let v: Vec<f32> = parts.flat_map(floats32).collect();
+                    col.typed::<FloatType>()
+                        .write_batch(&v, def, rep)
+                        .map_err(err)?;
+                }
+                TensorData::F64(_) => {
+                    let v: Vec<f64> = parts
+                        .flat_map(|d| match d {
+                            TensorData::F64(v) => v.clone(),
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    col.typed::<DoubleType>()
+                        .write_batch(&v, def, rep)
+                        .map_err(err)?;
+                }
+                TensorData::Bool(_) => {
+                    let v: Vec<bool> = parts
+                        .flat_map(|d| match d {
+                            TensorData::Bool(v) => v.clone(),
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    col.typed::<BoolType>()
+                        .write_batch(&v, def, rep)
+                        .map_err(err)?;
+                }
+                TensorData::Bytes(_) => {
+                    let v: Vec<ByteArray> = parts
+                        .flat_map(|d| match d {
+                            TensorData::Bytes(v) => {
+                                v.iter().map(|b| ByteArray::from(b.clone())).collect()
+                            }
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&v, def, rep)
+                        .map_err(err)?;
+                }
+                d if physical(d) == "int64" => {
+                    let v: Vec<i64> = parts.flat_map(ints).collect();
+                    col.typed::<Int64Type>()
+                        .write_batch(&v, def, rep)
+                        .map_err(err)?;
+                }
+                _ => {
+                    let v: Vec<i32> = parts
+                        .flat_map(|d| ints(d).into_iter().map(|x| x as i32))
+                        .collect();
+                    col.typed::<Int32Type>()
+                        .write_batch(&v, def, rep)
+                        .map_err(err)?;
+                }
+            }
+            col.close().map_err(err)?;
+        }
+        if let Some(mut col) = group.next_column().map_err(err)? {
+            let v: Vec<ByteArray> = tables
+                .iter()
+                .flat_map(|t| {
+                    t.keys
+                        .iter()
+                        .map(|_| ByteArray::from(t.version.as_bytes().to_vec()))
+                })
+                .collect();
+            col.typed::<ByteArrayType>()
+                .write_batch(&v, None, None)
+                .map_err(err)?;
+            col.close().map_err(err)?;
+        }
+        group.close().map_err(err)?;
+        Ok(())
+    }
+
+    /// Writes what is buffered and the footer. An output without rows gets no file.
+    pub fn close(mut self) -> Result<(), BatchError> {
+        self.flush()?;
+        if let Some(writer) = self.writer.take() {
+            writer
+                .close()
+                .map_err(|e| BatchError::io(self.path.display(), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn floats32(d: &TensorData) -> Vec<f32> {
+    match d {
+        TensorData::F32(v) => v.clone(),
+        TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        TensorData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn ints(d: &TensorData) -> Vec<i64> {
+    match d {
+        TensorData::I8(v) => v.iter().map(|x| *x as i64).collect(),
+        TensorData::I16(v) => v.iter().map(|x| *x as i64).collect(),
+        TensorData::I32(v) => v.iter().map(|x| *x as i64).collect(),
+        TensorData::I64(v) => v.clone(),
+        TensorData::U8(v) => v.iter().map(|x| *x as i64).collect(),
+        TensorData::U16(v) => v.iter().map(|x| *x as i64).collect(),
+        TensorData::U32(v) => v.iter().map(|x| *x as i64).collect(),
+        TensorData::U64(v) => v.iter().map(|x| *x as i64).collect(),
+        _ => Vec::new(),
+    }
+}
