@@ -52,6 +52,16 @@ def rows(tmp_path_factory):
     return path, x
 
 
+def head(src, rows, dest):
+    """The header and the first `rows` rows of a CSV file, written to dest."""
+    with open(src) as f, open(dest, "w") as g:
+        for i, line in enumerate(f):
+            if i > rows:
+                break
+            g.write(line)
+    return dest
+
+
 def read_output(path):
     with open(path) as f:
         reader = csv.reader(f)
@@ -129,12 +139,7 @@ def test_jsonl_gives_the_same_outputs(repo, rows, scored, tmp_path):
                                   body[:n, 2:5].astype(np.float32))
     # JSONL output of the CSV input: the same text for the same values.
     out2 = tmp_path / "from_csv.jsonl"
-    first = tmp_path / "first.csv"
-    with open(rows[0]) as f, open(first, "w") as g:
-        for i, line in enumerate(f):
-            if i > n:
-                break
-            g.write(line)
+    first = head(rows[0], n, tmp_path / "first.csv")
     batch("--model-repository", repo, "--model", "iris_logreg", "--input", first, "--output", out2, "--id-column", "id")
     assert out2.read_text() == out.read_text()
 
@@ -201,12 +206,7 @@ def test_bad_rows_go_to_the_errors_file(repo, tmp_path):
 
 
 def test_shards_split_the_rows(repo, rows, scored, tmp_path):
-    src = tmp_path / "part.csv"
-    with open(rows[0]) as f, open(src, "w") as g:
-        for i, line in enumerate(f):
-            if i > 10_000:
-                break
-            g.write(line)
+    src = head(rows[0], 10_000, tmp_path / "part.csv")
     parts = []
     for i in range(3):
         out = tmp_path / f"shard{i}.csv"
@@ -222,12 +222,7 @@ def test_shards_split_the_rows(repo, rows, scored, tmp_path):
 def test_s3_in_and_out(repo, rows, s3, tmp_path):  # noqa: F811
     client, env, _ = s3
     client.create_bucket(Bucket="data")
-    src = tmp_path / "small.csv"
-    with open(rows[0]) as f, open(src, "w") as g:
-        for i, line in enumerate(f):
-            if i > 5000:
-                break
-            g.write(line)
+    src = head(rows[0], 5000, tmp_path / "small.csv")
     for part in range(2):
         client.put_object(Bucket="data", Key=f"in/part-{part}.csv", Body=src.read_bytes())
     done = batch("--model-repository", repo, "--model", "iris_logreg", "--input", "s3://data/in/", "--output",
@@ -239,12 +234,7 @@ def test_s3_in_and_out(repo, rows, s3, tmp_path):  # noqa: F811
 
 
 def test_against_a_running_server(server, repo, rows, scored, tmp_path):
-    src = tmp_path / "few.csv"
-    with open(rows[0]) as f, open(src, "w") as g:
-        for i, line in enumerate(f):
-            if i > 3000:
-                break
-            g.write(line)
+    src = head(rows[0], 3000, tmp_path / "few.csv")
     out = tmp_path / "remote.csv"
     batch("--url", f"http://{server.url}", "--url", f"http://{server.url}", "--model", "iris_logreg", "--input", src,
           "--output", out, "--id-column", "id", "--batch-size", "100")
