@@ -277,3 +277,15 @@ def test_parquet_in_and_out(repo, rows, scored, tmp_path):
     refused = batch("--model-repository", repo, "--model", "iris_logreg", "--input", tmp_path / "columns.parquet",
                     "--output", tmp_path / "again.parquet", "--resume", check=False)
     assert refused.returncode != 0 and "cannot be resumed" in refused.stderr
+
+
+def test_the_batch_manifests_are_valid_kubernetes():
+    import sys
+    manifests = sorted((ROOT / "deploy" / "batch").glob("*.yaml"))
+    assert len(manifests) == 2
+    done = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict",
+                           *map(str, manifests)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The Indexed Job's pods take their shard from JOB_COMPLETION_INDEX.
+    job = (ROOT / "deploy" / "batch" / "indexed-job.yaml").read_text()
+    assert "completionMode: Indexed" in job and "--shards=8" in job and "completions: 8" in job
