@@ -6,7 +6,7 @@ with version 2 shadowing 100% of requests. Reports the primary's infer/s and p50
 shadow's measured slowdown, how many copies ran and were dropped, and the server's RSS.
 
     cargo build --release -p inferd && bench/get_perf_analyzer.sh
-    /tmp/fixvenv/bin/python bench/shadow.py [--concurrency 4] [--rounds 3]
+    .venv/bin/python bench/shadow.py [--concurrency 4] [--rounds 3]
 """
 
 import argparse
