@@ -2,7 +2,8 @@
 """Batch scoring throughput, in one run, on the compute-bound MLP (256->1024->1024->10):
 
   1. raw tract: the model alone at batch 64, one thread (bench `time_model`);
-  2. `inferd batch` in process on a CSV and on JSON Lines of the same rows (batch 64);
+  2. `inferd batch` in process on a CSV and on JSON Lines of the same rows (batch 64), with one
+     model instance and with one per core (its default);
   3. `inferd batch --url` against `inferd serve` (the same rows over HTTP);
   4. `mlserver infer` against MLServer 1.7.1 (onnxruntime, bench/peers) and `inferd batch` in
      process, both on the same file of V2 requests of 64 rows each (what `mlserver infer` reads).
@@ -72,10 +73,18 @@ def main():
         out = {}
         t = json.loads(subprocess.check_output([str(TIMER), str(repo / "mlp" / "1"), "64", "200"]))
         out["raw tract, batch 64, 1 thread"] = 64 / t["median_us"] * 1e6
+        # One timer per core at once: what the model alone gets from the whole machine.
+        cores = os.cpu_count() or 1
+        timers = [subprocess.Popen([str(TIMER), str(repo / "mlp" / "1"), "64", "200"], stdout=subprocess.PIPE)
+                  for _ in range(cores)]
+        out[f"raw tract, batch 64, {cores} threads at once"] = sum(
+            64 / json.loads(p.communicate()[0])["median_us"] * 1e6 for p in timers)
         for name, path in [("csv", csv_path), ("jsonl", jsonl_path)]:
-            secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", path, "--output",
-                             tmp / f"out-{name}.{name}", "--batch-size", "64")
-            out[f"inferd batch in process, {name}"] = n / secs
+            for instances in (1, cores):
+                secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", path, "--output",
+                                 tmp / f"out-{name}-{instances}.{name}", "--batch-size", "64", "--instances",
+                                 instances)
+                out[f"inferd batch in process, {name}, {instances} instance(s)"] = n / secs
         secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", v2_path, "--output",
                          tmp / "out-v2.jsonl")
         out["inferd batch in process, V2 request lines"] = n / secs

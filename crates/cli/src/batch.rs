@@ -76,6 +76,11 @@ pub struct BatchArgs {
     #[arg(long)]
     batch_size: Option<usize>,
 
+    /// Model instances in this process. Default: the config's `instance_count`, else one per
+    /// core (a batch job has the machine to itself).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    instances: Option<u32>,
+
     /// Requests in flight. Default: 2 per model instance in process, 4 per --url.
     #[arg(long)]
     concurrency: Option<usize>,
@@ -185,10 +190,17 @@ async fn batch(args: BatchArgs) -> Result<inferd_batch::Summary, String> {
             .reload_state()
             .await
             .map_err(|e| format!("cannot read the state store: {e}"))?;
+        let mut config = inferd_core::ModelConfig::load_from_dir(&repo.join(&name))
+            .map_err(|e| format!("model '{name}': {e}"))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        config.instance_count = args
+            .instances
+            .or(config.instance_count)
+            .or(Some(cores.min(inferd_core::MAX_INSTANCES)));
         runtime
-            .load_startup(std::slice::from_ref(&name))
+            .load_model(&name, Some(config))
             .await
-            .map_err(|e| format!("cannot read {}: {e}", repo.display()))?;
+            .map_err(|e| e.to_string())?;
         let scorer = InProcess::new(Arc::clone(&runtime), &name, version.as_deref())?;
         let instances = runtime
             .describe(&name, version.as_deref())
