@@ -241,6 +241,13 @@ def test_against_a_running_server(server, repo, rows, scored, tmp_path):
     _, remote = read_output(out)
     _, local = read_output(scored[0])
     assert (remote == local[:3000]).all()
+    # The same over gRPC (one HTTP/2 connection per server, calls multiplexed on it); requests of
+    # max_batch_size rows, as above, so the batcher merges nothing and the sums are the same.
+    out = tmp_path / "remote-grpc.csv"
+    batch("--url", f"grpc://{server.grpc_url}", "--model", "iris_logreg", "--input", src, "--output", out,
+          "--id-column", "id", "--batch-size", "100", "--concurrency", "8")
+    _, remote = read_output(out)
+    assert (remote == local[:3000]).all()
 
 
 def test_parquet_in_and_out(repo, rows, scored, tmp_path):

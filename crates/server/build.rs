@@ -5,7 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={proto_dir}");
     let files = protox::compile(["grpc_service.proto"], [proto_dir])?;
     tonic_prost_build::configure()
-        .build_client(false)
+        // The client serves `inferd batch --url grpc://...`; its transport is ours (hyper h2).
+        .build_client(true)
+        .build_transport(false)
         // Tensor bytes decode into refcounted slices of the message, and answers are encoded
         // from the backend's own buffers.
         .bytes(".inference.ModelInferRequest.raw_input_contents")

@@ -85,8 +85,8 @@ pub struct BatchArgs {
     #[arg(long)]
     concurrency: Option<usize>,
 
-    /// Score against running servers (http://host:8000) instead of loading the model here;
-    /// repeatable to spread requests over replicas.
+    /// Score against running servers (http://host:8000 or grpc://host:8001) instead of
+    /// loading the model here; repeatable to spread requests over replicas.
     #[arg(long = "url")]
     urls: Vec<String>,
 
@@ -347,10 +347,20 @@ impl Progress for Lines {
     }
 }
 
-/// Running servers over the V2 REST API with the binary extension, round robin.
+/// A connection to one server.
+#[derive(Clone)]
+enum Conn {
+    Http(Arc<Client>),
+    Grpc(inferd_server::GrpcClient),
+}
+
+/// Running servers over V2 REST with the binary extension (`http://`) or gRPC (`grpc://`),
+/// round robin.
 struct Remote {
-    clients: Vec<Arc<Client>>,
+    conns: Vec<Conn>,
     next: AtomicUsize,
+    model_name: String,
+    version: String,
     path: String,
     model: ModelInfo,
     retries: u32,
@@ -396,42 +406,73 @@ impl Remote {
         retries: u32,
     ) -> Result<Remote, String> {
         let per_url = concurrency.div_ceil(urls.len()).max(1);
-        let mut clients = Vec::new();
+        let token = std::env::var(crate::client::TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| format!("Bearer {}", t.trim()));
+        let mut conns = Vec::new();
         for url in urls {
-            for _ in 0..per_url {
-                clients.push(Arc::new(Client::new(url)?));
+            if let Some(address) = url.strip_prefix("grpc://") {
+                // HTTP/2 multiplexes: one connection carries every call to this server.
+                let c = inferd_server::GrpcClient::connect(
+                    address.trim_end_matches('/'),
+                    token.clone(),
+                )
+                .await?;
+                conns.extend((0..per_url).map(|_| Conn::Grpc(c.clone())));
+            } else {
+                for _ in 0..per_url {
+                    conns.push(Conn::Http(Arc::new(Client::new(url)?)));
+                }
             }
         }
         let base = match version {
             Some(v) => format!("/v2/models/{model}/versions/{v}"),
             None => format!("/v2/models/{model}"),
         };
-        let first = &clients[0];
-        let metadata = first
-            .ok(crate::client::Method::GET, &base, None)
-            .await
-            .map_err(|e| format!("{}: {e}", urls[0]))?;
-        let config = first
-            .ok(crate::client::Method::GET, &format!("{base}/config"), None)
-            .await
-            .map_err(|e| format!("{}: {e}", urls[0]))?;
-        let max_batch_size = config["max_batch_size"]
-            .as_u64()
-            .or_else(|| {
-                config["max_batch_size"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-            })
-            .unwrap_or(0) as u32;
-        let info = ModelInfo {
-            name: model.to_string(),
-            max_batch_size,
-            inputs: specs(&metadata, "inputs", max_batch_size > 0)?,
-            outputs: specs(&metadata, "outputs", max_batch_size > 0)?,
+        let info = match &conns[0] {
+            Conn::Grpc(c) => {
+                let d = c
+                    .describe(model, version.unwrap_or_default())
+                    .await
+                    .map_err(|e| format!("{}: {e}", urls[0]))?;
+                ModelInfo {
+                    name: model.to_string(),
+                    max_batch_size: d.max_batch_size,
+                    inputs: d.inputs,
+                    outputs: d.outputs,
+                }
+            }
+            Conn::Http(first) => {
+                let metadata = first
+                    .ok(crate::client::Method::GET, &base, None)
+                    .await
+                    .map_err(|e| format!("{}: {e}", urls[0]))?;
+                let config = first
+                    .ok(crate::client::Method::GET, &format!("{base}/config"), None)
+                    .await
+                    .map_err(|e| format!("{}: {e}", urls[0]))?;
+                let max_batch_size = config["max_batch_size"]
+                    .as_u64()
+                    .or_else(|| {
+                        config["max_batch_size"]
+                            .as_str()
+                            .and_then(|s| s.parse().ok())
+                    })
+                    .unwrap_or(0) as u32;
+                ModelInfo {
+                    name: model.to_string(),
+                    max_batch_size,
+                    inputs: specs(&metadata, "inputs", max_batch_size > 0)?,
+                    outputs: specs(&metadata, "outputs", max_batch_size > 0)?,
+                }
+            }
         };
         Ok(Remote {
-            clients,
+            conns,
             next: AtomicUsize::new(0),
+            model_name: model.to_string(),
+            version: version.unwrap_or_default().to_string(),
             path: format!("{base}/infer"),
             model: info,
             retries,
@@ -446,25 +487,29 @@ impl Scorer for Remote {
 
     fn score(
         &self,
-        _id: String,
+        id: String,
         request: inferd_runtime::InferRequest,
     ) -> inferd_batch::ScoreFuture {
         let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let clients = self.clients.clone();
+        let conns = self.conns.clone();
         let (path, retries) = (self.path.clone(), self.retries);
+        let (model, version) = (self.model_name.clone(), self.version.clone());
         Box::pin(async move {
             let mut wait = Duration::from_millis(100);
             let mut attempt = 0;
             loop {
-                // Each attempt on the next client: another replica when there are several.
-                let client = &clients[(first + attempt as usize) % clients.len()];
-                match client.infer(&path, &request.inputs).await {
-                    Ok(a) => {
-                        return Ok(Scored {
-                            version: a.version,
-                            outputs: a.outputs,
-                        });
+                // Each attempt on the next connection: another replica when there are several.
+                let answer = match &conns[(first + attempt as usize) % conns.len()] {
+                    Conn::Http(client) => client
+                        .infer(&path, &request.inputs)
+                        .await
+                        .map(|a| (a.version, a.outputs)),
+                    Conn::Grpc(client) => {
+                        client.infer(&model, &version, &id, &request.inputs).await
                     }
+                };
+                match answer {
+                    Ok((version, outputs)) => return Ok(Scored { version, outputs }),
                     Err(e) if attempt < retries && retryable(&e) => {
                         attempt += 1;
                         tokio::time::sleep(wait).await;
@@ -477,7 +522,16 @@ impl Scorer for Remote {
     }
 }
 
-/// Refusals worth another try: overload (503, 429) and connections that failed.
+/// Refusals worth another try: overload (HTTP 503/429, gRPC UNAVAILABLE/RESOURCE_EXHAUSTED)
+/// and connections that failed.
 fn retryable(error: &str) -> bool {
-    !error.starts_with("4") || error.starts_with("429")
+    if error.starts_with("Unavailable") || error.starts_with("ResourceExhausted") {
+        return true;
+    }
+    let http_client_error = error.starts_with('4') && !error.starts_with("429");
+    let grpc_status = error.split(':').next().is_some_and(|w| {
+        w.chars().all(|c| c.is_ascii_alphabetic())
+            && w.chars().next().is_some_and(char::is_uppercase)
+    });
+    !http_client_error && !grpc_status
 }

@@ -25,6 +25,7 @@ pub(crate) mod pb {
 pub use access::{ACCESS_TARGET, AccessLog};
 pub use config::ServerConfig;
 pub use error::ApiError;
+pub use grpc::client::{Described, GrpcClient};
 pub use grpc::serve_grpc;
 pub use http::router;
 pub use listen::http::serve as serve_http;

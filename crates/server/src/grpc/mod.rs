@@ -1,6 +1,7 @@
 //! The gRPC front end: `inference.GRPCInferenceService` (Triton's wire format) and
 //! `grpc.health.v1.Health`, on the same runtime as HTTP.
 
+pub mod client;
 pub(crate) mod convert;
 mod count;
 mod health;
