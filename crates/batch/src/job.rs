@@ -313,11 +313,17 @@ pub async fn run(
                 .into(),
         ));
     }
-    let id_name_text = job.id_column.clone().unwrap_or_else(|| "row".into());
-    let mut sink =
-        parquet_out.then(|| crate::parquet_io::ParquetSink::new(&out_path, &id_name_text));
-    let mut out =
-        std::io::BufWriter::with_capacity(1 << 20, open_append(&out_path, state.output_bytes)?);
+    let mut out = if parquet_out {
+        let id_name = job.id_column.clone().unwrap_or_else(|| "row".into());
+        Out::Parquet(Box::new(crate::parquet_io::ParquetSink::new(
+            &out_path, &id_name,
+        )))
+    } else {
+        Out::Text(std::io::BufWriter::with_capacity(
+            1 << 20,
+            open_append(&out_path, state.output_bytes)?,
+        ))
+    };
     let mut errs = std::io::BufWriter::new(open_append(&errors_path, state.errors_bytes)?);
 
     let model = scorer.model().clone();
@@ -393,19 +399,23 @@ pub async fn run(
             break;
         };
         let done = done.map_err(|e| BatchError::Model(format!("a scoring task failed: {e}")))?;
-        if out_format == Format::Csv && state.output_bytes == 0 && !done.text.is_empty() {
-            let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-            let _ = w.write_record(&done.header);
-            let line = w.into_inner().unwrap_or_default();
-            out.write_all(&line)
-                .map_err(|e| BatchError::io(out_path.display(), e))?;
-            state.output_bytes += line.len() as u64;
-        }
-        out.write_all(&done.text)
-            .map_err(|e| BatchError::io(out_path.display(), e))?;
-        if let Some(sink) = sink.as_mut() {
-            for table in done.tables {
-                sink.push(table)?;
+        match &mut out {
+            Out::Text(w) => {
+                if out_format == Format::Csv && state.output_bytes == 0 && !done.text.is_empty() {
+                    let mut header = csv::WriterBuilder::new().from_writer(Vec::new());
+                    let _ = header.write_record(&done.header);
+                    let line = header.into_inner().unwrap_or_default();
+                    w.write_all(&line)
+                        .map_err(|e| BatchError::io(out_path.display(), e))?;
+                    state.output_bytes += line.len() as u64;
+                }
+                w.write_all(&done.text)
+                    .map_err(|e| BatchError::io(out_path.display(), e))?;
+            }
+            Out::Parquet(sink) => {
+                for table in done.tables {
+                    sink.push(table)?;
+                }
             }
         }
         errs.write_all(&done.errors)
@@ -430,8 +440,8 @@ pub async fn run(
         let last = input_done && in_flight.is_empty();
         if stopped.is_some() || last || last_check.elapsed() >= CHECKPOINT_EVERY {
             sync(&mut errs, &errors_path)?;
-            if sink.is_none() {
-                sync(&mut out, &out_path)?;
+            if let Out::Text(w) = &mut out {
+                sync(w, &out_path)?;
                 state.write(&check_path)?;
             }
             last_check = Instant::now();
@@ -455,12 +465,9 @@ pub async fn run(
     if let Some(e) = stopped {
         return Err(e);
     }
-    match sink {
-        Some(sink) => {
-            drop(out);
-            sink.close()?;
-        }
-        None => sync(&mut out, &out_path)?,
+    match out {
+        Out::Parquet(sink) => sink.close()?,
+        Out::Text(mut w) => sync(&mut w, &out_path)?,
     }
     sync(&mut errs, &errors_path)?;
     location::upload(&out_path, &job.output).await?;
@@ -480,6 +487,12 @@ pub async fn run(
         output: job.output.to_string(),
         errors_file: errors_path.display().to_string(),
     })
+}
+
+/// Where output rows go: appended text (CSV, JSON Lines), or a Parquet file's row groups.
+enum Out {
+    Text(std::io::BufWriter<std::fs::File>),
+    Parquet(Box<crate::parquet_io::ParquetSink>),
 }
 
 /// How often written rows are made durable and the checkpoint moves on.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use clap::{Args, Subcommand};
-use inferd_core::{DataType, NamedTensor, Tensor};
+use inferd_core::{NamedTensor, Tensor};
 use inferd_runtime::audit::{FindQuery, find, verify::verify};
 use serde_json::{Value, json};
 
@@ -194,19 +194,8 @@ fn tensors(payload: &Value) -> Result<Vec<NamedTensor>, String> {
     };
     map.iter()
         .map(|(name, t)| {
-            let datatype: DataType = t["datatype"]
-                .as_str()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|e| format!("tensor '{name}': {e}"))?;
-            let shape = t["shape"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.as_u64().map(|d| d as usize))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let datatype = crate::wire::datatype(t).map_err(|e| format!("tensor '{name}': {e}"))?;
+            let shape = crate::wire::shape(t);
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(t["b64"].as_str().unwrap_or_default())
                 .map_err(|e| format!("tensor '{name}': {e}"))?;

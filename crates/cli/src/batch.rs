@@ -376,19 +376,12 @@ fn specs(
         .ok_or_else(|| format!("the model's metadata has no {key}"))?
         .iter()
         .map(|t| {
-            let dims: Vec<i64> = t["shape"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|d| d.as_i64()).collect())
-                .unwrap_or_default();
+            let dims = crate::wire::dims(t);
             Ok(TensorSpec {
                 name: t["name"].as_str().unwrap_or_default().to_string(),
-                datatype: t["datatype"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .parse()
-                    .map_err(|e| format!("{e}"))?,
+                datatype: crate::wire::datatype(t)?,
                 dims: if drop_batch {
-                    dims[1.min(dims.len())..].to_vec()
+                    dims.get(1..).unwrap_or_default().to_vec()
                 } else {
                     dims
                 },

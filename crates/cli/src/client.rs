@@ -2,7 +2,7 @@
 //! binary tensor extension, over the runtime's HTTP client.
 
 use bytes::Bytes;
-use inferd_core::{DataType, NamedTensor, Tensor};
+use inferd_core::{NamedTensor, Tensor};
 use inferd_runtime::http_client::HttpClient;
 pub use inferd_runtime::http_client::Method;
 use serde_json::{Value, json};
@@ -96,19 +96,8 @@ impl Client {
         let mut outputs = Vec::new();
         for o in head["outputs"].as_array().into_iter().flatten() {
             let size = o["parameters"]["binary_data_size"].as_u64().unwrap_or(0) as usize;
-            let datatype: DataType = o["datatype"]
-                .as_str()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|e| format!("{e}"))?;
-            let shape = o["shape"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.as_u64().map(|d| d as usize))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let datatype = crate::wire::datatype(o)?;
+            let shape = crate::wire::shape(o);
             let end = (at + size).min(answer.len());
             let tensor = Tensor::from_wire(datatype, shape, vec![answer.slice(at..end)])?;
             at = end;

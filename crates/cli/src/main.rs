@@ -10,6 +10,7 @@ mod logging;
 mod models;
 mod serve;
 mod size;
+mod wire;
 
 use clap::{Parser, Subcommand};
 
