@@ -150,6 +150,11 @@ pub struct ServeArgs {
     )]
     audit_sink_url: Option<String>,
 
+    /// Stream consumers (Kafka, NATS JetStream) to run, declared in a TOML file of
+    /// `[[stream]]` tables; see README "Streaming". Listed at GET /v2/streams.
+    #[arg(long, env = "INFERD_STREAMS")]
+    streams: Option<PathBuf>,
+
     /// Log line format.
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -414,6 +419,11 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
             args.model_repository.display()
         ));
     }
+    // A bad streams file stops start-up before anything listens.
+    let stream_specs = match &args.streams {
+        Some(path) => inferd_streams::load(path).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
     let mode = ControlMode::from(args.model_control_mode);
     if mode != ControlMode::Explicit && !args.load_models.is_empty() {
         return Err("--load-model needs --model-control-mode explicit (the other modes load the whole repository)".into());
@@ -493,16 +503,33 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         Arc::clone(&runtime),
         audit.clone(),
     ));
-    let config = ServerConfig {
-        max_message_bytes: args.max_request_size,
-        strict_readiness: args.strict_readiness,
-    };
     let telemetry = Arc::new(inferd_server::Telemetry::new(
         args.otlp_endpoint.is_some(),
         args.trace_sample_ratio,
         access,
         Some(logging as Arc<dyn inferd_server::LogControl>),
     ));
+    let streams = match stream_specs.is_empty() {
+        true => None,
+        false => Some(
+            inferd_streams::Streams::start(
+                stream_specs,
+                inferd_server::Pipeline {
+                    runtime: Arc::clone(&runtime),
+                    telemetry: Arc::clone(&telemetry),
+                },
+                metrics.registry(),
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+    };
+    let config = ServerConfig {
+        max_message_bytes: args.max_request_size,
+        strict_readiness: args.strict_readiness,
+        streams: streams
+            .clone()
+            .map(|s| s as Arc<dyn inferd_server::StreamsView>),
+    };
     let security = &args.security;
     let auth = security.auth(metrics.registry())?;
     if auth.is_none() && !args.host.is_loopback() {
@@ -586,7 +613,15 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
             None => Ok(()),
         }
     };
-    tokio::try_join!(http, grpc, metrics_endpoint)?;
+    // Streams stop fetching on the same signal, finish and commit what is in flight.
+    let stream_consumers = async {
+        if let Some(streams) = &streams {
+            stopped(stop_rx.clone()).await;
+            streams.shutdown().await;
+        }
+        Ok::<(), String>(())
+    };
+    tokio::try_join!(http, grpc, metrics_endpoint, stream_consumers)?;
     if let Some(audit) = &audit {
         // Every request has been answered: its record is queued. Write them all out.
         let closing = Arc::clone(audit);

@@ -1,5 +1,7 @@
 //! Settings and answers both protocol front ends share, so HTTP and gRPC cannot disagree.
 
+use std::sync::Arc;
+
 use inferd_runtime::Runtime;
 
 #[derive(Debug, Clone)]
@@ -9,6 +11,14 @@ pub struct ServerConfig {
     /// Ready only when every model that should load is ready (Triton's default); otherwise
     /// ready once loading has finished, whatever failed.
     pub strict_readiness: bool,
+    /// The stream consumers of this server, listed at `GET /v2/streams`.
+    pub streams: Option<Arc<dyn StreamsView>>,
+}
+
+/// What `GET /v2/streams` shows: implemented by the stream front end.
+pub trait StreamsView: Send + Sync + std::fmt::Debug {
+    /// `{"streams": [{"name", "state", "lag", ...}]}`.
+    fn status(&self) -> serde_json::Value;
 }
 
 impl Default for ServerConfig {
@@ -16,6 +26,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_message_bytes: 64 << 20,
             strict_readiness: true,
+            streams: None,
         }
     }
 }

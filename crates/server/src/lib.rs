@@ -10,6 +10,7 @@ pub mod fuzz;
 mod grpc;
 mod http;
 pub mod listen;
+pub mod messages;
 pub(crate) mod metrics;
 mod model_control;
 mod model_info;
@@ -23,7 +24,7 @@ pub(crate) mod pb {
 }
 
 pub use access::{ACCESS_TARGET, AccessLog};
-pub use config::ServerConfig;
+pub use config::{ServerConfig, StreamsView};
 pub use error::ApiError;
 pub use grpc::client::{Described, GrpcClient};
 pub use grpc::serve_grpc;
@@ -31,4 +32,5 @@ pub use http::router;
 pub use listen::http::serve as serve_http;
 pub use listen::{ClientAuth, ListenSettings, PeerInfo, Tls, TlsSettings};
 pub use metrics::{Metrics, serve_metrics};
+pub use pipeline::Pipeline;
 pub use telemetry::{LogControl, TRACE_TARGET, Telemetry};

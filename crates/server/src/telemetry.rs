@@ -181,3 +181,27 @@ fn seed() -> u64 {
     let addr = &nanos as *const u64 as u64;
     (nanos ^ addr.rotate_left(32)) | 1
 }
+
+/// The W3C `traceparent` to pass on with the request's answer (stream outputs): its own trace
+/// span when traced, else the caller's as received, else a fresh unsampled one so consumers
+/// downstream can still join their spans to one id.
+pub fn traceparent(context: &inferd_runtime::RequestContext) -> String {
+    if let Some(span) = &context.trace {
+        let otel = span.context();
+        let sc = otel.span().span_context().clone();
+        if sc.is_valid() {
+            return format!(
+                "00-{}-{}-{:02x}",
+                sc.trace_id(),
+                sc.span_id(),
+                sc.trace_flags().to_u8()
+            );
+        }
+    }
+    if let Some(tp) = &context.traceparent {
+        return tp.clone();
+    }
+    let word = || (random_unit() * (1u64 << 53) as f64) as u64;
+    let (a, b, c) = (word(), word(), word());
+    format!("00-{a:016x}{b:016x}-{:016x}-00", c | 1)
+}

@@ -7,6 +7,7 @@ mod limit;
 mod logging;
 mod models;
 mod repository;
+mod streams;
 mod traffic;
 
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub fn router(
         .route("/v2/models/{model}/rollout/{action}", post(traffic::act))
         .route("/v2/models/{model}/history", get(traffic::history))
         .route("/v2/logging", get(logging::get).post(logging::post))
+        .route("/v2/streams", get(streams::list))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route(

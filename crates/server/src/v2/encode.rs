@@ -95,36 +95,15 @@ pub fn response(
     answer
 }
 
+/// The JSON answer with every output's data in the JSON (no binary part): for stream messages.
+pub fn json_only(context: &RequestContext, response: &InferResponse) -> Vec<u8> {
+    let mut binary = VecDeque::new();
+    head(context, response, &ResponseFormat::default(), &mut binary)
+}
+
 fn body(context: &RequestContext, response: &InferResponse, format: &ResponseFormat) -> Response {
     let mut binary = VecDeque::new();
-    let outputs = response
-        .outputs
-        .iter()
-        .map(|o| {
-            let is_binary = format.is_binary(&o.name);
-            if is_binary {
-                binary.extend(o.tensor.chunks().iter().cloned());
-            }
-            OutputJson {
-                name: &o.name,
-                datatype: o.tensor.datatype().as_str(),
-                shape: o.tensor.shape(),
-                parameters: is_binary.then(|| BinaryParameters {
-                    binary_data_size: o.tensor.byte_len(),
-                }),
-                data: (!is_binary).then(|| JsonData::of(&o.tensor)),
-            }
-        })
-        .collect();
-    let json = ResponseJson {
-        model_name: &response.model_name,
-        model_version: response.model_version.to_string(),
-        id: context.response_id(),
-        outputs,
-    };
-    let mut head = Vec::with_capacity(256);
-    // Writing to a Vec cannot fail, and every field serializes infallibly.
-    let _ = serde_json::to_writer(&mut head, &json);
+    let head = head(context, response, format, &mut binary);
     if binary.is_empty() {
         return (
             [(
@@ -156,4 +135,42 @@ fn body(context: &RequestContext, response: &InferResponse, format: &ResponseFor
         body,
     )
         .into_response()
+}
+
+/// The JSON part of an answer; the chunks of outputs sent binary go to `binary`.
+fn head(
+    context: &RequestContext,
+    response: &InferResponse,
+    format: &ResponseFormat,
+    binary: &mut VecDeque<Bytes>,
+) -> Vec<u8> {
+    let outputs = response
+        .outputs
+        .iter()
+        .map(|o| {
+            let is_binary = format.is_binary(&o.name);
+            if is_binary {
+                binary.extend(o.tensor.chunks().iter().cloned());
+            }
+            OutputJson {
+                name: &o.name,
+                datatype: o.tensor.datatype().as_str(),
+                shape: o.tensor.shape(),
+                parameters: is_binary.then(|| BinaryParameters {
+                    binary_data_size: o.tensor.byte_len(),
+                }),
+                data: (!is_binary).then(|| JsonData::of(&o.tensor)),
+            }
+        })
+        .collect();
+    let json = ResponseJson {
+        model_name: &response.model_name,
+        model_version: response.model_version.to_string(),
+        id: context.response_id(),
+        outputs,
+    };
+    let mut head = Vec::with_capacity(256);
+    // Writing to a Vec cannot fail, and every field serializes infallibly.
+    let _ = serde_json::to_writer(&mut head, &json);
+    head
 }

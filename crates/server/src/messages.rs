@@ -1,0 +1,152 @@
+//! Inference requests carried as broker messages (the stream front end, crates/streams): a V2
+//! request in JSON or as a protobuf `ModelInferRequest`, run through the same pipeline as HTTP
+//! and gRPC requests (so spans, the access log, metrics and audit apply), answered in the
+//! encoding it came in.
+
+use bytes::Bytes;
+use inferd_runtime::{ErrorKind, Protocol, RequestContext, Target};
+use opentelemetry::propagation::Extractor;
+use prost::Message;
+
+use crate::pipeline::{Decoded, Pipeline, Rejected};
+use crate::{ApiError, pb};
+
+/// How a message's payload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The V2 REST request / response JSON.
+    Json,
+    /// gRPC's `ModelInferRequest` / `ModelInferResponse`.
+    Protobuf,
+}
+
+impl Encoding {
+    /// A stream's `format` setting.
+    pub fn parse(text: &str) -> Option<Encoding> {
+        match text {
+            "json" => Some(Encoding::Json),
+            "protobuf" | "proto" => Some(Encoding::Protobuf),
+            _ => None,
+        }
+    }
+
+    /// The value of a `seldon-infer-type` header (`json/inferModelRequest`,
+    /// `proto/InferModelRequest`), or of `content-type`.
+    pub fn from_header(value: &str) -> Option<Encoding> {
+        let value = value.trim().to_ascii_lowercase();
+        if value.starts_with("json") || value == "application/json" {
+            Some(Encoding::Json)
+        } else if value.starts_with("proto")
+            || value == "application/x-protobuf"
+            || value == "application/protobuf"
+        {
+            Some(Encoding::Protobuf)
+        } else {
+            None
+        }
+    }
+
+    /// The `seldon-infer-type` of an answer in this encoding.
+    pub fn response_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "json/inferModelResponse",
+            Encoding::Protobuf => "proto/InferModelResponse",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Protobuf => "protobuf",
+        }
+    }
+}
+
+/// A message's answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub model: String,
+    pub version: String,
+    /// The request's id: the one in the message, else one made up.
+    pub id: String,
+    pub traceparent: String,
+    pub payload: Vec<u8>,
+}
+
+/// Why a message was not answered.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: ApiError,
+    /// The model the message was for, when that was known.
+    pub model: Option<String>,
+}
+
+impl Failure {
+    /// Worth trying again later (the model's queue is full, or it is loading) rather than a
+    /// dead letter.
+    pub fn is_transient(&self) -> bool {
+        self.error.kind == ErrorKind::Unavailable
+    }
+}
+
+/// The model a protobuf request names, when it names one.
+pub fn proto_target(payload: &[u8]) -> Option<Target> {
+    let wire = pb::ModelInferRequest::decode(payload).ok()?;
+    (!wire.model_name.is_empty()).then(|| Target::new(wire.model_name, Some(&wire.model_version)))
+}
+
+/// Runs one message for `target`. `headers` carry the caller's `traceparent`.
+pub async fn infer(
+    pipeline: &Pipeline,
+    target: Target,
+    headers: &(dyn Extractor + Sync),
+    encoding: Encoding,
+    payload: Bytes,
+) -> Result<Answer, Failure> {
+    let model = target.model.clone();
+    let decode = async move {
+        match encoding {
+            Encoding::Json => crate::v2::decode::request(&[payload], None).map(|d| Decoded {
+                request: d.request,
+                id: d.id,
+                format: (),
+            }),
+            Encoding::Protobuf => {
+                let wire = pb::ModelInferRequest::decode(payload).map_err(|e| {
+                    Rejected::from(ApiError::bad_request(format!(
+                        "malformed ModelInferRequest protobuf: {e}"
+                    )))
+                })?;
+                crate::grpc::convert::request(wire).map(|d| Decoded {
+                    request: d.request,
+                    id: d.id,
+                    format: (),
+                })
+            }
+        }
+    };
+    let encode = |context: &RequestContext, response: inferd_runtime::InferResponse, ()| {
+        let (model, version) = (response.model_name.clone(), response.model_version);
+        let payload = match encoding {
+            Encoding::Json => crate::v2::encode::json_only(context, &response),
+            // Raw contents, as Triton always answers.
+            Encoding::Protobuf => {
+                crate::grpc::convert::response(context, response, true).encode_to_vec()
+            }
+        };
+        Answer {
+            model,
+            version: version.to_string(),
+            id: context.id.clone(),
+            traceparent: crate::telemetry::traceparent(context),
+            payload,
+        }
+    };
+    pipeline
+        .infer(Protocol::Stream, target, None, headers, decode, encode)
+        .await
+        .map_err(|error| Failure {
+            error,
+            model: Some(model),
+        })
+}
