@@ -11,6 +11,7 @@ use std::time::Duration;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
@@ -215,6 +216,10 @@ impl Source for Kafka {
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!(stream = %self.stats.name, "offsets committed"),
+            // Nothing stored since the last automatic commit.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                tracing::info!(stream = %self.stats.name, "offsets committed")
+            }
             Err(e) => {
                 tracing::warn!(stream = %self.stats.name, "final commit failed (inputs since the last commit will be redelivered): {e}")
             }

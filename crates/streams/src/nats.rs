@@ -12,7 +12,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::message::{Destination, Incoming, Outgoing, header};
 use crate::run::Source;
@@ -23,6 +23,7 @@ pub struct Nats {
     js: jetstream::Context,
     consumer: PullConsumer,
     messages: Mutex<Option<pull::Stream>>,
+    sender: mpsc::UnboundedSender<Publish>,
     output: String,
     dead_letter: String,
     stats: Arc<Stats>,
@@ -72,6 +73,70 @@ async fn ensure_stream(
     .map_err(|e| e.to_string())
 }
 
+/// An answer to publish; `reply` learns when JetStream has acknowledged it.
+struct Publish {
+    subject: String,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+    reply: Option<oneshot::Sender<()>>,
+}
+
+/// Publishes answers in queue order, many at a time, and waits for their acks in that order.
+/// When one fails (the server went away) it and every one after it are published again, in
+/// order, once the server is back: answers keep their input order, and the ones that had
+/// already landed are dropped by JetStream as duplicates of their `Nats-Msg-Id`.
+async fn publisher(
+    js: jetstream::Context,
+    mut queue: mpsc::UnboundedReceiver<Publish>,
+    stats: Arc<Stats>,
+) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, 256).await > 0 {
+        let mut from = 0;
+        let mut backoff = Duration::from_millis(50);
+        while from < batch.len() {
+            let mut acks = Vec::new();
+            let mut failure = None;
+            for p in &batch[from..] {
+                match js
+                    .publish_with_headers(p.subject.clone(), p.headers.clone(), p.payload.clone())
+                    .await
+                {
+                    Ok(ack) => acks.push(ack),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            let mut landed = 0;
+            for ack in acks {
+                match ack.await {
+                    Ok(_) => landed += 1,
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            for p in &mut batch[from..from + landed] {
+                if let Some(reply) = p.reply.take() {
+                    let _ = reply.send(());
+                }
+            }
+            from += landed;
+            if let Some(e) = failure {
+                tracing::warn!(stream = %stats.name, "cannot publish answers: {e}; again in {backoff:?}");
+                stats.error(format!("publishing: {e}"));
+                stats.retried.inc();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        batch.clear();
+    }
+}
+
 impl Nats {
     pub async fn connect(
         spec: &StreamSpec,
@@ -108,10 +173,13 @@ impl Nats {
             )
             .await
             .map_err(|e| bad(e.to_string()))?;
+        let (sender, queue) = mpsc::unbounded_channel();
+        tokio::spawn(publisher(js.clone(), queue, Arc::clone(&stats)));
         Ok(Nats {
             js,
             consumer,
             messages: Mutex::new(None),
+            sender,
             output: spec.output.clone(),
             dead_letter: spec.dead_letter.clone(),
             stats,
@@ -204,13 +272,18 @@ impl Source for Nats {
             headers.insert("Nats-Msg-Id", format!("inferd/{kind}/{input}"));
         }
         headers.insert("inferd-key", String::from_utf8_lossy(&out.key).into_owned());
-        let (js, payload) = (self.js.clone(), out.payload.clone());
+        let (reply, done) = oneshot::channel();
+        // Queued now, in call order: the sender publishes in that order.
+        let queued = self.sender.send(Publish {
+            subject,
+            headers,
+            payload: out.payload.clone(),
+            reply: Some(reply),
+        });
         async move {
-            let ack = js
-                .publish_with_headers(subject, headers, payload)
-                .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map(|_| ()).map_err(|e| e.to_string())
+            queued.map_err(|_| "the publisher has stopped".to_string())?;
+            done.await
+                .map_err(|_| "the publisher has stopped".to_string())
         }
     }
 
