@@ -549,3 +549,55 @@ def test_nats_crash_and_server_restart_lose_nothing(tmp_path):
     finally:
         srv.stop()
         ns.stop()
+
+
+SLOW_MODEL = '''
+import time
+
+
+class Model:
+    def predict(self, inputs):
+        time.sleep(0.005)
+        return {"y": inputs["x"] * 2}
+'''
+
+
+def test_a_full_model_queue_slows_the_stream_down_instead_of_failing_it(tmp_path):
+    """A 5 ms model with room for 2 queued requests, 64 messages in flight: the stream retries
+    the refused ones (back-pressure), dead-letters nothing, and never holds more than 64."""
+    ns = NatsServer(tmp_path)
+    repo = tmp_path / "slow-repo"
+    (repo / "slow" / "1").mkdir(parents=True)
+    (repo / "slow" / "1" / "model.py").write_text(SLOW_MODEL)
+    (repo / "slow" / "config.toml").write_text(
+        'max_batch_size = 0\ninputs = [{ name = "x", datatype = "FP32", dims = [1, 4] }]\n'
+        'outputs = [{ name = "y", datatype = "FP32", dims = [1, 4] }]\n[dynamic_batching]\nmax_queue_size = 2\n')
+    srv = Server(repo, tmp_path / "slow.log", "--python", sys.executable, "--streams",
+                 streams_file(tmp_path / "slow.toml", dict(name="n", broker=ns.url, input="slow.in.>",
+                                                          output="slow.out", dead_letter="slow.dlq", model="slow",
+                                                          max_in_flight=64)))
+    try:
+        wait_state(srv, "n", "running")
+
+        async def publish():
+            import nats
+
+            nc = await nats.connect(ns.url)
+            js = nc.jetstream()
+            body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                           "data": [1, 2, 3, 4]}]}).encode()
+            await asyncio.gather(*(js.publish(f"slow.in.{i % 4}", body) for i in range(400)))
+            await nc.close()
+
+        asyncio.run(publish())
+        peak, deadline = 0, time.monotonic() + 120
+        while (s := stream_status(srv, "n"))["committed"] < 400:
+            peak = max(peak, s["in_flight"])
+            assert time.monotonic() < deadline, s
+            time.sleep(0.05)
+        assert s["produced"] == 400 and s["dead_lettered"] == 0, s
+        assert s["retried"] > 0, f"the queue never filled: {s}"
+        assert 0 < peak <= 64, peak
+    finally:
+        srv.stop()
+        ns.stop()
