@@ -16,6 +16,9 @@ pub struct Checkpoint {
     pub errors: u64,
     pub output_bytes: u64,
     pub errors_bytes: u64,
+    /// Parquet output: the part files closed (the rows above are all in them).
+    #[serde(default)]
+    pub parts: u64,
     /// Versions that answered so far.
     pub versions: Vec<String>,
 }

@@ -306,18 +306,13 @@ pub async fn run(
     };
     let resumed_at = state.rows;
     let parquet_out = out_format == Format::Parquet;
-    if parquet_out && job.resume {
-        return Err(BatchError::Usage(
-            "a Parquet output cannot be resumed (a killed file has no footer): write CSV or JSON \
-             Lines to resume, or score again"
-                .into(),
-        ));
-    }
     let mut out = if parquet_out {
         let id_name = job.id_column.clone().unwrap_or_else(|| "row".into());
         Out::Parquet(Box::new(crate::parquet_io::ParquetSink::new(
-            &out_path, &id_name,
-        )))
+            &out_path,
+            &id_name,
+            state.parts,
+        )?))
     } else {
         Out::Text(std::io::BufWriter::with_capacity(
             1 << 20,
@@ -378,6 +373,7 @@ pub async fn run(
     let mut in_flight = FuturesOrdered::new();
     let mut input_done = false;
     let mut last_check = Instant::now();
+    let mut last_part = Instant::now();
     let mut stopped = None;
     loop {
         while !input_done && in_flight.len() < concurrency {
@@ -440,9 +436,22 @@ pub async fn run(
         let last = input_done && in_flight.is_empty();
         if stopped.is_some() || last || last_check.elapsed() >= CHECKPOINT_EVERY {
             sync(&mut errs, &errors_path)?;
-            if let Out::Text(w) = &mut out {
-                sync(w, &out_path)?;
-                state.write(&check_path)?;
+            match &mut out {
+                Out::Text(w) => {
+                    sync(w, &out_path)?;
+                    state.write(&check_path)?;
+                }
+                // A part per row group or per PART_EVERY: fewer, larger row groups than a
+                // checkpoint every half second would make.
+                Out::Parquet(sink)
+                    if sink.part_rows() >= crate::parquet_io::ROW_GROUP
+                        || last_part.elapsed() >= PART_EVERY =>
+                {
+                    state.parts = sink.close_part()?;
+                    state.write(&check_path)?;
+                    last_part = Instant::now();
+                }
+                Out::Parquet(_) => {}
             }
             last_check = Instant::now();
             progress.update(
@@ -466,7 +475,7 @@ pub async fn run(
         return Err(e);
     }
     match out {
-        Out::Parquet(sink) => sink.close()?,
+        Out::Parquet(sink) => sink.finish(&out_path)?,
         Out::Text(mut w) => sync(&mut w, &out_path)?,
     }
     sync(&mut errs, &errors_path)?;
@@ -497,6 +506,8 @@ enum Out {
 
 /// How often written rows are made durable and the checkpoint moves on.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How often a Parquet output closes a part file (and its checkpoint moves on).
+const PART_EVERY: Duration = Duration::from_secs(5);
 
 fn sync(w: &mut std::io::BufWriter<std::fs::File>, path: &Path) -> Result<(), BatchError> {
     w.flush()

@@ -92,7 +92,7 @@ pub struct Table {
     pub version: String,
 }
 
-const ROW_GROUP: usize = 65_536;
+pub const ROW_GROUP: usize = 65_536;
 
 fn physical(data: &TensorData) -> &'static str {
     match data {
@@ -105,13 +105,31 @@ fn physical(data: &TensorData) -> &'static str {
     }
 }
 
-/// A Parquet output file, written a row group at a time.
+/// A Parquet output, written a row group at a time into part files (`OUTPUT.parts/part-N`),
+/// each a complete Parquet file once closed: a killed job keeps its closed parts (the
+/// checkpoint counts them) and `--resume` goes on with the next. The parts are joined into
+/// the output at the end by copying their column chunks (no decoding).
 pub struct ParquetSink {
+    dir: PathBuf,
     path: PathBuf,
     id_name: String,
     writer: Option<SerializedFileWriter<File>>,
     buffer: Vec<Table>,
     rows: usize,
+    /// Parts closed so far; the open one is number `parts`.
+    parts: u64,
+    part_rows: usize,
+}
+
+/// The directory of an output's part files.
+pub fn parts_dir(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".parts");
+    PathBuf::from(name)
+}
+
+fn part_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("part-{n:06}.parquet"))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -122,14 +140,54 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl ParquetSink {
-    pub fn new(path: &Path, id_name: &str) -> ParquetSink {
-        ParquetSink {
-            path: path.to_path_buf(),
+    /// A sink for `output` that continues after `parts` closed parts (0 for a new job):
+    /// parts numbered from there on (left by a killed run) are removed.
+    pub fn new(output: &Path, id_name: &str, parts: u64) -> Result<ParquetSink, BatchError> {
+        let dir = parts_dir(output);
+        std::fs::create_dir_all(&dir).map_err(|e| BatchError::io(dir.display(), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| BatchError::io(dir.display(), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let n = name
+                .strip_prefix("part-")
+                .and_then(|n| n.strip_suffix(".parquet"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if n.is_none_or(|n| n >= parts) {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| BatchError::io(entry.path().display(), e))?;
+            }
+        }
+        Ok(ParquetSink {
+            path: part_path(&dir, parts),
+            dir,
             id_name: id_name.to_string(),
             writer: None,
             buffer: Vec::new(),
             rows: 0,
+            parts,
+            part_rows: 0,
+        })
+    }
+
+    /// Rows in the open part.
+    pub fn part_rows(&self) -> usize {
+        self.part_rows
+    }
+
+    /// Closes the open part (footer written, synced to disk); returns the parts closed.
+    pub fn close_part(&mut self) -> Result<u64, BatchError> {
+        self.flush()?;
+        if let Some(writer) = self.writer.take() {
+            let file = writer
+                .into_inner()
+                .map_err(|e| BatchError::io(self.path.display(), e))?;
+            file.sync_all()
+                .map_err(|e| BatchError::io(self.path.display(), e))?;
+            self.parts += 1;
+            self.part_rows = 0;
+            self.path = part_path(&self.dir, self.parts);
         }
+        Ok(self.parts)
     }
 
     fn schema(&self, first: &Table) -> Result<String, String> {
@@ -181,6 +239,7 @@ impl ParquetSink {
             self.writer = Some(writer);
         }
         self.rows += table.keys.len();
+        self.part_rows += table.keys.len();
         self.buffer.push(table);
         if self.rows >= ROW_GROUP {
             self.flush()?;
@@ -324,14 +383,61 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Writes what is buffered and the footer. An output without rows gets no file.
-    pub fn close(mut self) -> Result<(), BatchError> {
-        self.flush()?;
-        if let Some(writer) = self.writer.take() {
-            writer
-                .close()
-                .map_err(|e| BatchError::io(self.path.display(), e))?;
+    /// Closes the last part and joins every part into `output`, in order; the parts go.
+    /// An output without rows gets no file.
+    pub fn finish(mut self, output: &Path) -> Result<(), BatchError> {
+        self.close_part()?;
+        let err = |e: parquet::errors::ParquetError| BatchError::io(output.display(), e);
+        let mut writer: Option<SerializedFileWriter<File>> = None;
+        for n in 0..self.parts {
+            let path = part_path(&self.dir, n);
+            let input = File::open(&path).map_err(|e| BatchError::io(path.display(), e))?;
+            let reader = SerializedFileReader::new(
+                input
+                    .try_clone()
+                    .map_err(|e| BatchError::io(path.display(), e))?,
+            )
+            .map_err(err)?;
+            let metadata = reader.metadata();
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => {
+                    let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
+                    let file =
+                        File::create(output).map_err(|e| BatchError::io(output.display(), e))?;
+                    let props = WriterProperties::builder()
+                        .set_compression(parquet::basic::Compression::SNAPPY)
+                        .build();
+                    writer.insert(
+                        SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(err)?,
+                    )
+                }
+            };
+            for group in metadata.row_groups() {
+                let mut out = writer.next_row_group().map_err(err)?;
+                for column in group.columns() {
+                    out.append_column(
+                        &input,
+                        parquet::column::writer::ColumnCloseResult {
+                            bytes_written: column.compressed_size() as u64,
+                            rows_written: group.num_rows() as u64,
+                            metadata: column.clone(),
+                            bloom_filter: None,
+                            column_index: None,
+                            offset_index: None,
+                        },
+                    )
+                    .map_err(err)?;
+                }
+                out.close().map_err(err)?;
+            }
         }
+        if let Some(writer) = writer {
+            let file = writer.into_inner().map_err(err)?;
+            file.sync_all()
+                .map_err(|e| BatchError::io(output.display(), e))?;
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(|e| BatchError::io(self.dir.display(), e))?;
         Ok(())
     }
 }
