@@ -39,21 +39,18 @@ def tansu_binary():
     return path
 
 
-class Tansu:
-    """A Kafka-protocol broker on loopback; `restart()` keeps its port and storage."""
+class Broker:
+    """A broker process on a loopback port; `restart()` keeps its port and storage."""
 
-    def __init__(self, log, storage="memory://tansu/", env=None):
-        self.port = free_ports(1)[0]
-        self.url = f"127.0.0.1:{self.port}"
-        self.storage, self.env, self.log = storage, env or {}, log
-        self.start()
+    name, env = "broker", {}
+
+    def args(self):
+        raise NotImplementedError
 
     def start(self):
-        args = [tansu_binary(), "broker", "--listener-url", f"tcp://{self.url}",
-                "--advertised-listener-url", f"tcp://{self.url}", "--storage-engine", self.storage]
-        self.proc = subprocess.Popen([str(a) for a in args], stdout=open(self.log, "ab"),
+        self.proc = subprocess.Popen([str(a) for a in self.args()], stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, env={**os.environ, **self.env})
-        wait_port(self.port, self.proc, "tansu")
+        wait_port(self.port, self.proc, self.name)
 
     def stop(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -63,13 +60,33 @@ class Tansu:
         self.stop()
         self.start()
 
+
+class Tansu(Broker):
+    """The Kafka-protocol broker."""
+
+    name = "tansu"
+
+    def __init__(self, log, storage="memory://tansu/", env=None):
+        self.port = free_ports(1)[0]
+        self.url = f"127.0.0.1:{self.port}"
+        self.storage, self.env, self.log = storage, env or {}, log
+        self.start()
+
+    def args(self):
+        return [tansu_binary(), "broker", "--listener-url", f"tcp://{self.url}",
+                "--advertised-listener-url", f"tcp://{self.url}", "--storage-engine", self.storage]
+
     def topics(self, *names, partitions=4):
         admin = AdminClient({"bootstrap.servers": self.url})
         for name, future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).items():
             future.result(30)
 
 
-class NatsServer:
+class NatsServer(Broker):
+    """NATS with JetStream, file storage."""
+
+    name = "nats-server"
+
     def __init__(self, tmp):
         if not shutil.which("nats-server"):
             pytest.fail("nats-server is not installed (scripts/test installs Debian's nats-server)")
@@ -78,19 +95,8 @@ class NatsServer:
         self.store, self.log = tmp / "jetstream", tmp / "nats.log"
         self.start()
 
-    def start(self):
-        self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                                      "-sd", str(self.store)], stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT)
-        wait_port(self.port, self.proc, "nats-server")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def restart(self):
-        self.stop()
-        self.start()
+    def args(self):
+        return ["nats-server", "-js", "-a", "127.0.0.1", "-p", self.port, "-sd", self.store]
 
 
 def wait_port(port, proc, name, timeout=30):
@@ -336,9 +342,15 @@ def test_kafka_broker_restart_pauses_and_resumes_with_nothing_lost(tmp_path):
     srv = None
     try:
         broker.topics("in", "out", "dlq")
+        # tansu 0.6 keeps an idempotent producer's sequence numbers across a restart but not
+        # always the batch it acknowledged last (seen once in a full run: 21 answers acked, then
+        # gone), so this test writes without idempotence, one request in flight: a retry then
+        # stores the batch again (a duplicate, never a loss).
+        no_idempotence = {**FAST_GROUP, "enable.idempotence": "false",
+                          "max.in.flight.requests.per.connection": "1"}
         srv = serve(tmp_path, "restart", [dict(name="k", broker=f"kafka://{broker.url}", input="in",
                                                output="out", dead_letter="dlq", model="iris_logreg",
-                                               kafka=FAST_GROUP)])
+                                               kafka=no_idempotence)])
         produce_kafka(broker, "in", 2000)
         reader = KafkaReader(broker, "out")
         reader.read(lambda ms: len(ms) >= 500)

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use inferd_backend_onnxruntime::OnnxRuntimeBackend;
+use inferd_backend_processing::{PostprocessBackend, TokenizerBackend};
 use inferd_backend_python::PythonBackend;
 use inferd_backend_tract::TractBackend;
 use inferd_backend_trees::TreeBackend;
@@ -50,10 +51,17 @@ impl BackendArgs {
         let tract: Arc<dyn Backend> = Arc::new(TractBackend);
         let python: Arc<dyn Backend> = Arc::new(PythonBackend::new(self.python.clone()));
         let trees: Arc<dyn Backend> = Arc::new(TreeBackend);
+        // Before trees, whose JSON models a tokenizer.json could be taken for.
+        let tokenizer: Arc<dyn Backend> = Arc::new(TokenizerBackend);
+        let postprocess: Arc<dyn Backend> = Arc::new(PostprocessBackend);
         match self.default_backend {
             // Python before trees: a model.py directory may also hold a .json or .txt file.
-            DefaultBackend::Tract => vec![tract, onnxruntime, python, trees],
-            DefaultBackend::Onnxruntime => vec![onnxruntime, tract, python, trees],
+            DefaultBackend::Tract => {
+                vec![tract, onnxruntime, python, tokenizer, trees, postprocess]
+            }
+            DefaultBackend::Onnxruntime => {
+                vec![onnxruntime, tract, python, tokenizer, trees, postprocess]
+            }
         }
     }
 }
