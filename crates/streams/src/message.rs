@@ -223,3 +223,46 @@ fn passed_on(headers: &Headers) -> Headers {
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn headers_are_found_by_any_case_and_ours_are_not_passed_on() {
+        let h = headers(&[
+            ("Inferd-Model", "iris"),
+            ("x-user", "42"),
+            ("traceparent", "00-old"),
+            ("inferd-error", "stale"),
+        ]);
+        assert_eq!(header(&h, "inferd-model"), Some("iris"));
+        assert_eq!(header(&h, "missing"), None);
+        let kept: Vec<_> = passed_on(&h).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kept, ["x-user"]);
+    }
+
+    #[test]
+    fn payload_types_from_headers() {
+        assert_eq!(
+            Encoding::from_header("proto/InferModelRequest"),
+            Some(Encoding::Protobuf)
+        );
+        assert_eq!(
+            Encoding::from_header("json/inferModelRequest"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_header("application/x-protobuf"),
+            Some(Encoding::Protobuf)
+        );
+        assert_eq!(Encoding::from_header("text/xml"), None);
+    }
+}
