@@ -454,6 +454,28 @@ def test_tritonclient_over_tls(tls_server, pki):
         assert r.status == 200
 
 
+def test_the_cli_speaks_https_with_a_private_ca(tls_server, pki, tmp_path):
+    """`inferd models` and `inferd batch --url` against the TLS server: the CA from
+    $INFERD_CA_CERT; without it the server's certificate is refused."""
+    import os
+    url = f"https://{tls_server.url}"
+    env = {**os.environ, "INFERD_CA_CERT": str(pki.ca)}
+    done = subprocess.run([str(binary()), "models", "--url", url, "list"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0 and "iris_logreg" in done.stdout, done.stderr
+    src, out = tmp_path / "rows.csv", tmp_path / "scores.csv"
+    src.write_text("a,b,c,d\n5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    done = subprocess.run([str(binary()), "batch", "--progress", "off", "--url", url, "--model", "iris_logreg",
+                           "--input", str(src), "--output", str(out)], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [line.split(",")[1] for line in out.read_text().splitlines()[1:]] == ["0", "2"]
+    env.pop("INFERD_CA_CERT")
+    done = subprocess.run([str(binary()), "models", "--url", url, "list"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode != 0 and "certificate" in done.stderr.lower(), done.stderr
+
+
 def peer_certificate(url, pki):
     host, port = url.split(":")
     import socket

@@ -85,8 +85,9 @@ pub struct BatchArgs {
     #[arg(long)]
     concurrency: Option<usize>,
 
-    /// Score against running servers (http://host:8000 or grpc://host:8001) instead of
-    /// loading the model here; repeatable to spread requests over replicas.
+    /// Score against running servers (http://host:8000, https://host:8000 with the CA in
+    /// $INFERD_CA_CERT, or grpc://host:8001) instead of loading the model here; repeatable to
+    /// spread requests over replicas.
     #[arg(long = "url")]
     urls: Vec<String>,
 
