@@ -271,6 +271,8 @@ def test_kafka_answers_every_request_keyed_and_dead_letters_the_malformed(tmp_pa
         # Through runtime.infer: the model's own statistics count the stream's requests.
         stats = json.loads(srv.get("/v2/models/iris_logreg/stats")[1])["model_stats"][0]
         assert stats["inference_count"] >= N
+        # The stream is the principal of its requests (access log, audit records).
+        assert "principal=stream:k" in srv.logs()
         # SIGTERM: drains and commits; a restart reads nothing again.
         assert srv.stop() == 0
         assert "offsets committed" in srv.logs()

@@ -95,9 +95,11 @@ pub fn proto_target(payload: &[u8]) -> Option<Target> {
     (!wire.model_name.is_empty()).then(|| Target::new(wire.model_name, Some(&wire.model_version)))
 }
 
-/// Runs one message for `target`. `headers` carry the caller's `traceparent`.
+/// Runs one message for `target` as `principal` (the stream, `stream:<name>`). `headers`
+/// carry the caller's `traceparent`.
 pub async fn infer(
     pipeline: &Pipeline,
+    principal: &str,
     target: Target,
     headers: &(dyn Extractor + Sync),
     encoding: Encoding,
@@ -142,8 +144,19 @@ pub async fn infer(
             payload,
         }
     };
+    let access = crate::auth::Access {
+        principal: None,
+        service: Some(principal.to_string()),
+    };
     pipeline
-        .infer(Protocol::Stream, target, None, headers, decode, encode)
+        .infer(
+            Protocol::Stream,
+            target,
+            Some(&access),
+            headers,
+            decode,
+            encode,
+        )
         .await
         .map_err(|error| Failure {
             error,

@@ -67,6 +67,7 @@ impl Streams {
                 encoding: spec.encoding()?,
                 max_retry: Duration::from_secs(spec.max_retry_secs),
                 stats: Arc::clone(&stats),
+                principal: format!("stream:{}", spec.name),
             };
             all.push(Arc::clone(&stats));
             tasks.spawn(stream_task(spec, broker, handler, stopped.clone()));

@@ -82,6 +82,8 @@ pub struct Handler {
     pub encoding: Encoding,
     pub max_retry: Duration,
     pub stats: Arc<Stats>,
+    /// `stream:<name>`: who the requests are from, on the access log and audit records.
+    pub principal: String,
 }
 
 impl Handler {
@@ -138,6 +140,7 @@ impl Handler {
         loop {
             let answer = messages::infer(
                 &self.pipeline,
+                &self.principal,
                 target.clone(),
                 &Carrier(&msg.headers),
                 encoding,

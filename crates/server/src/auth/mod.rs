@@ -47,6 +47,9 @@ pub struct Need {
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     pub principal: Option<Arc<Identity>>,
+    /// A part of this server that makes requests of its own (a stream consumer,
+    /// `stream:<name>`): the principal of its requests, with no model restriction.
+    pub service: Option<String>,
 }
 
 impl Access {
@@ -55,6 +58,8 @@ impl Access {
         if let Some(p) = &self.principal {
             context.principal = p.id.clone();
             context.grant = Some(Arc::new(p.scopes.grant(Group::Inference)));
+        } else if let Some(service) = &self.service {
+            context.principal = service.clone();
         }
     }
 }
@@ -305,6 +310,7 @@ impl Auth {
         }
         Ok(Access {
             principal: Some(Arc::new(identity)),
+            service: None,
         })
     }
 }
