@@ -53,13 +53,6 @@ impl Encoding {
             Encoding::Protobuf => "proto/InferModelResponse",
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Encoding::Json => "json",
-            Encoding::Protobuf => "protobuf",
-        }
-    }
 }
 
 /// A message's answer.
@@ -77,8 +70,6 @@ pub struct Answer {
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub error: ApiError,
-    /// The model the message was for, when that was known.
-    pub model: Option<String>,
 }
 
 impl Failure {
@@ -89,36 +80,47 @@ impl Failure {
     }
 }
 
-/// The model a protobuf request names, when it names one.
-pub fn proto_target(payload: &[u8]) -> Option<Target> {
-    let wire = pb::ModelInferRequest::decode(payload).ok()?;
-    (!wire.model_name.is_empty()).then(|| Target::new(wire.model_name, Some(&wire.model_version)))
-}
+/// What the message names no model for: no target given, and no protobuf `model_name`.
+const NO_MODEL: &str = "the message names no model: the stream sets no 'model' and the message \
+                        has no inferd-model (or mlserver-model) header";
 
-/// Runs one message for `target` as `principal` (the stream, `stream:<name>`). `headers`
-/// carry the caller's `traceparent`.
+/// Runs one message as `principal` (the stream, `stream:<name>`) for `target`, or when that is
+/// `None` for the model a protobuf request names. `headers` carry the caller's `traceparent`.
 pub async fn infer(
     pipeline: &Pipeline,
     principal: &str,
-    target: Target,
+    target: Option<Target>,
     headers: &(dyn Extractor + Sync),
     encoding: Encoding,
     payload: Bytes,
 ) -> Result<Answer, Failure> {
-    let model = target.model.clone();
+    let refuse = |message: String| Failure {
+        error: ApiError::bad_request(message),
+    };
+    // A protobuf request is decoded once, before the pipeline: it may name the model.
+    let (target, wire) = match encoding {
+        Encoding::Json => (target.ok_or_else(|| refuse(NO_MODEL.into()))?, None),
+        Encoding::Protobuf => {
+            let wire = pb::ModelInferRequest::decode(payload.clone())
+                .map_err(|e| format!("malformed ModelInferRequest protobuf: {e}"));
+            let named = wire.as_ref().ok().filter(|w| !w.model_name.is_empty());
+            let target = match (target, named) {
+                (Some(target), _) => target,
+                (None, Some(w)) => Target::new(w.model_name.clone(), Some(&w.model_version)),
+                (None, None) => return Err(refuse(wire.err().unwrap_or(NO_MODEL.into()))),
+            };
+            (target, Some(wire))
+        }
+    };
     let decode = async move {
-        match encoding {
-            Encoding::Json => crate::v2::decode::request(&[payload], None).map(|d| Decoded {
+        match wire {
+            None => crate::v2::decode::request(&[payload], None).map(|d| Decoded {
                 request: d.request,
                 id: d.id,
                 format: (),
             }),
-            Encoding::Protobuf => {
-                let wire = pb::ModelInferRequest::decode(payload).map_err(|e| {
-                    Rejected::from(ApiError::bad_request(format!(
-                        "malformed ModelInferRequest protobuf: {e}"
-                    )))
-                })?;
+            Some(wire) => {
+                let wire = wire.map_err(|e| Rejected::from(ApiError::bad_request(e)))?;
                 crate::grpc::convert::request(wire).map(|d| Decoded {
                     request: d.request,
                     id: d.id,
@@ -158,8 +160,5 @@ pub async fn infer(
             encode,
         )
         .await
-        .map_err(|error| Failure {
-            error,
-            model: Some(model),
-        })
+        .map_err(|error| Failure { error })
 }

@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 
 use crate::StreamError;
@@ -212,7 +212,7 @@ impl Source for Kafka {
     }
 
     async fn finish(&self) {
-        if let Err(e) = self.producer_flush() {
+        if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
             tracing::warn!(stream = %self.stats.name, "flushing answers: {e}");
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -225,14 +225,5 @@ impl Source for Kafka {
                 tracing::warn!(stream = %self.stats.name, "final commit failed (inputs since the last commit will be redelivered): {e}")
             }
         }
-    }
-}
-
-impl Kafka {
-    fn producer_flush(&self) -> Result<(), String> {
-        use rdkafka::producer::Producer;
-        self.producer
-            .flush(Duration::from_secs(10))
-            .map_err(|e| e.to_string())
     }
 }

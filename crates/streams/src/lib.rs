@@ -109,43 +109,43 @@ async fn stream_task(
     let drain = Duration::from_secs(spec.drain_secs);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let connected = match &broker {
-            Broker::Kafka(servers) => kafka::Kafka::connect(&spec, servers, Arc::clone(&stats))
-                .map(|k| Connected::Kafka(Box::new(k))),
+        let failed = match &broker {
+            Broker::Kafka(servers) => {
+                match kafka::Kafka::connect(&spec, servers, Arc::clone(&stats)) {
+                    Ok(kafka) => return consume(&spec, &kafka, &handler, drain, stop).await,
+                    Err(e) => e,
+                }
+            }
             Broker::Nats(url) => {
+                let connecting = nats::Nats::connect(&spec, url, Arc::clone(&stats));
                 tokio::select! {
-                    c = nats::Nats::connect(&spec, url, Arc::clone(&stats)) => c.map(|n| Connected::Nats(Box::new(n))),
+                    connected = connecting => match connected {
+                        Ok(nats) => return consume(&spec, &nats, &handler, drain, stop).await,
+                        Err(e) => e,
+                    },
                     () = run::stopped(&mut stop) => break,
                 }
             }
         };
-        match connected {
-            Ok(Connected::Kafka(k)) => {
-                tracing::info!(stream = %spec.name, broker = %spec.broker, input = %spec.input, "stream consuming");
-                run::run(&*k, &handler, spec.max_in_flight, drain, stop.clone()).await;
-                return;
-            }
-            Ok(Connected::Nats(n)) => {
-                tracing::info!(stream = %spec.name, broker = %spec.broker, input = %spec.input, "stream consuming");
-                run::run(&*n, &handler, spec.max_in_flight, drain, stop.clone()).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(stream = %spec.name, "{e}; retrying in {backoff:?}");
-                stats.error(e.to_string());
-                stats.set_state("paused");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = run::stopped(&mut stop) => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+        tracing::warn!(stream = %spec.name, "{failed}; retrying in {backoff:?}");
+        stats.error(failed.to_string());
+        stats.set_state("paused");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = run::stopped(&mut stop) => break,
         }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     stats.set_state("stopped");
 }
 
-enum Connected {
-    Kafka(Box<kafka::Kafka>),
-    Nats(Box<nats::Nats>),
+async fn consume<S: run::Source>(
+    spec: &StreamSpec,
+    source: &S,
+    handler: &message::Handler,
+    drain: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    tracing::info!(stream = %spec.name, broker = %spec.broker, input = %spec.input, "stream consuming");
+    run::run(source, handler, spec.max_in_flight, drain, stop).await;
 }

@@ -87,29 +87,15 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// The model a message is for: the stream's, else its headers', else (protobuf) the
-    /// request's own `model_name`.
-    fn target(&self, msg: &Incoming, encoding: Encoding) -> Result<Target, String> {
+    /// The model a message is for: the stream's, else its headers'; without either, a
+    /// protobuf request's own `model_name` decides (in `messages::infer`).
+    fn target(&self, msg: &Incoming) -> Option<Target> {
         if let Some(target) = &self.target {
-            return Ok(target.clone());
+            return Some(target.clone());
         }
         let pick = |names: [&str; 2]| names.iter().find_map(|n| header(&msg.headers, n));
-        if let Some(model) = pick(["inferd-model", "mlserver-model"]) {
-            return Ok(Target::new(
-                model,
-                pick(["inferd-version", "mlserver-version"]),
-            ));
-        }
-        if encoding == Encoding::Protobuf
-            && let Some(target) = messages::proto_target(&msg.payload)
-        {
-            return Ok(target);
-        }
-        Err(
-            "the message names no model: the stream sets no 'model' and the message has no \
-             inferd-model (or mlserver-model) header"
-                .into(),
-        )
+        pick(["inferd-model", "mlserver-model"])
+            .map(|model| Target::new(model, pick(["inferd-version", "mlserver-version"])))
     }
 
     fn encoding(&self, msg: &Incoming) -> Result<Encoding, String> {
@@ -131,10 +117,7 @@ impl Handler {
             Ok(encoding) => encoding,
             Err(e) => return self.dead_letter(msg, &e, 400),
         };
-        let target = match self.target(&msg, encoding) {
-            Ok(target) => target,
-            Err(e) => return self.dead_letter(msg, &e, 400),
-        };
+        let target = self.target(&msg);
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
         loop {
