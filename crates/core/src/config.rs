@@ -3,7 +3,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, ConfigText, TensorSpec};
+use crate::{ConfigError, ConfigText, ENSEMBLE_PLATFORM, EnsembleConfig, TensorSpec};
 
 /// Name of the optional per-model configuration file, beside the version directories.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -45,6 +45,10 @@ pub struct ModelConfig {
     /// Where the versions come from when not from version directories beside this file:
     /// `s3://bucket/prefix` or `mlflow://host:port/<name>@<alias>` (or `/<name>/<version>`).
     pub source: Option<String>,
+    /// `ensemble`: the model is a pipeline of other models (`[[ensemble.step]]`), with no
+    /// files or backend of its own.
+    pub platform: Option<String>,
+    pub ensemble: Option<EnsembleConfig>,
 }
 
 /// config.toml's `[audit]`.
@@ -194,6 +198,11 @@ impl ModelConfig {
             .is_some_and(|t| !t.split.is_empty() && t.split.iter().all(|a| a.model.is_some()))
     }
 
+    /// Whether the model is a pipeline of other models.
+    pub fn is_ensemble(&self) -> bool {
+        self.platform.as_deref() == Some(ENSEMBLE_PLATFORM)
+    }
+
     /// Reads `dir/config.toml`; a missing file is an empty config (everything inferred).
     pub fn load_from_dir(dir: &Path) -> Result<ModelConfig, ConfigError> {
         let path = dir.join(CONFIG_FILE);
@@ -279,6 +288,7 @@ impl ModelConfig {
                 ));
             }
         }
+        self.validate_ensemble()?;
         for (kind, specs) in [("input", &self.inputs), ("output", &self.outputs)] {
             for (i, spec) in specs.iter().enumerate() {
                 if specs[..i].iter().any(|s| s.name == spec.name) {
@@ -293,6 +303,50 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_ensemble(&self) -> Result<(), String> {
+        match (self.platform.as_deref(), &self.ensemble) {
+            (None, None) => return Ok(()),
+            (Some(ENSEMBLE_PLATFORM), Some(_)) => {}
+            (Some(ENSEMBLE_PLATFORM), None) => {
+                return Err(
+                    "platform \"ensemble\" needs its steps: [[ensemble.step]] with model, \
+                     input_map and output_map"
+                        .into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err("[ensemble] needs platform = \"ensemble\"".into());
+            }
+            (Some(other), _) => {
+                return Err(format!(
+                    "platform '{other}' is not known; the only platform is \"ensemble\" \
+                     (model runtimes are chosen with backend = ...)"
+                ));
+            }
+        }
+        // An ensemble runs no code of its own: the settings of a runtime would do nothing.
+        let refused = [
+            ("backend", self.backend.is_some()),
+            ("instance_count", self.instance_count.is_some()),
+            ("dynamic_batching", self.dynamic_batching.is_some()),
+            ("warmup", !self.warmup.is_empty()),
+            ("source", self.source.is_some()),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "an ensemble has no {field}: its steps' models have their own"
+            ));
+        }
+        if self.inputs.is_empty() || self.outputs.is_empty() {
+            return Err("an ensemble declares its inputs and outputs (nothing infers them)".into());
+        }
+        let steps = self
+            .ensemble
+            .as_ref()
+            .map(|e| e.order(&self.inputs, &self.outputs));
+        steps.transpose().map(|_| ())
     }
 
     /// The model file of a version: `[parameters] model_file`, or `default`.

@@ -4,6 +4,7 @@
 mod backend;
 mod config;
 mod datatype;
+mod ensemble;
 mod error;
 mod instances;
 mod tensor;
@@ -15,6 +16,7 @@ pub use config::{
     MAX_INSTANCES, ModelConfig, VersionPolicy, Warmup, WarmupData,
 };
 pub use datatype::DataType;
+pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep};
 
 /// `tracing` target of the spans exported as traces; only requests that are sampled get them.
 pub const TRACE_TARGET: &str = "inferd::trace";

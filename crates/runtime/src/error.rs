@@ -57,6 +57,12 @@ pub enum RuntimeError {
     Store(String),
     #[error("'{principal}' may not run model '{model}': that needs scope inference:{model}")]
     Forbidden { principal: String, model: String },
+    #[error("ensemble '{ensemble}' {step} failed: {source}")]
+    Step {
+        ensemble: String,
+        step: String,
+        source: Box<RuntimeError>,
+    },
     #[error("model '{model}' version {version} failed: {message}")]
     Inference {
         model: String,
@@ -83,6 +89,11 @@ impl RuntimeError {
             | RuntimeError::TimedOut { .. } => ErrorKind::Unavailable,
             RuntimeError::Inference { .. } | RuntimeError::Store(_) => ErrorKind::Internal,
             RuntimeError::Forbidden { .. } => ErrorKind::PermissionDenied,
+            // A step model that is missing is the ensemble's problem, not the caller's.
+            RuntimeError::Step { source, .. } => match source.kind() {
+                ErrorKind::NotFound | ErrorKind::PermissionDenied => ErrorKind::Unavailable,
+                kind => kind,
+            },
         }
     }
 }

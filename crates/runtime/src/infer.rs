@@ -61,7 +61,10 @@ impl Runtime {
                         Some(self.shadow(target, shadow, &request, context, tolerance))
                     })
                     .collect();
-                let mut result = load.infer(request, context).await;
+                let mut result = match load.steps() {
+                    Some(steps) => self.run_ensemble(&load, steps, request, context).await,
+                    None => load.infer(request, context).await,
+                };
                 if let Ok(response) = &mut result {
                     response.route = kind.as_str();
                 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod context;
+mod ensemble;
 mod error;
 mod fingerprint;
 mod grant;

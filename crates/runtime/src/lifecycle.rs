@@ -4,6 +4,7 @@
 //! memory is freed when the last of them is answered. Loads run on blocking threads, never on the
 //! request path.
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,13 +101,27 @@ impl Runtime {
         Ok(())
     }
 
-    /// Models first, then cross-model endpoints, which check the models they name.
+    /// Models first, then ensembles (those whose steps are ensembles after them), then
+    /// cross-model endpoints: each checks the models it names as they serve.
     async fn sync_phased(self: &Arc<Self>, names: Vec<String>, trigger: Trigger) {
-        let (endpoints, models): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| {
-            ModelConfig::load_from_dir(&self.repository.join(n)).is_ok_and(|c| c.is_endpoint())
-        });
-        self.sync_all(models, trigger).await;
-        self.sync_all(endpoints, trigger).await;
+        let configs: BTreeMap<String, Option<ModelConfig>> = names
+            .into_iter()
+            .map(|n| {
+                let config = ModelConfig::load_from_dir(&self.repository.join(&n)).ok();
+                (n, config)
+            })
+            .collect();
+        let mut phases: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (name, config) in &configs {
+            let phase = match config {
+                Some(c) if c.is_endpoint() => usize::MAX,
+                _ => ensemble_depth(name, &configs, 0),
+            };
+            phases.entry(phase).or_default().push(name.clone());
+        }
+        for (_, names) in phases {
+            self.sync_all(names, trigger).await;
+        }
     }
 
     /// The load API: loads the model, or reloads what changed since its last load. `config`
@@ -118,6 +133,7 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         self.require_explicit("load")?;
         self.require_in_repository(name)?;
+        self.load_steps(name, config.as_ref()).await;
         // A task of its own: a client that hangs up must not cancel a load half-way.
         let (runtime, model) = (Arc::clone(self), name.to_string());
         tokio::spawn(async move { runtime.sync(&model, config, Trigger::Api).await })
@@ -128,6 +144,34 @@ impl Runtime {
                 reason: e.reason,
                 fault: e.fault,
             })
+    }
+
+    /// Loading an ensemble loads the step models that do not serve yet (as Triton does);
+    /// a step that fails is reported by the ensemble's own load.
+    async fn load_steps(self: &Arc<Self>, name: &str, config: Option<&ModelConfig>) {
+        let config = match config {
+            Some(c) => c.clone(),
+            None => match ModelConfig::load_from_dir(&self.repository.join(name)) {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
+        let Some(ensemble) = config.ensemble.filter(|_| config.platform.is_some()) else {
+            return;
+        };
+        for step in ensemble.step {
+            let serves = self
+                .read()
+                .get(&step.model)
+                .is_some_and(|e| e.has_served() || e.endpoint);
+            if !serves
+                && step.model != name
+                && self.require_in_repository(&step.model).is_ok()
+                && let Err(e) = Box::pin(self.load_model(&step.model, None)).await
+            {
+                tracing::warn!(model = name, step = %step.model, "a step model did not load: {e}");
+            }
+        }
     }
 
     /// The unload API: every version leaves service at once; requests they already accepted
@@ -240,6 +284,20 @@ impl Runtime {
         };
         let (to_load, had_served) =
             self.mark_loading(name, &wanted, config.traffic.clone(), trigger);
+        if config.is_ensemble() {
+            // Nothing to read or start: the steps are checked against what serves now.
+            let outcomes = to_load
+                .into_iter()
+                .map(|version| {
+                    let loaded = self.load_ensemble(name, version, &config);
+                    if loaded.is_ok() {
+                        tracing::info!(model = name, version, "ensemble ready");
+                    }
+                    (version, loaded.map_err(LoadError::from))
+                })
+                .collect();
+            return self.install(name, &wanted, outcomes, had_served, trigger);
+        }
         let mut loads = Vec::with_capacity(to_load.len());
         for version in to_load {
             let (runtime, model, dir, config) = (
@@ -283,6 +341,9 @@ impl Runtime {
             None => (dir, None),
         };
         let versions = match repository::versions(&dir) {
+            // An ensemble has no files: version directories are optional (Triton wants an
+            // empty `1/`), and without any it is version 1.
+            Ok(versions) if versions.is_empty() && config.is_ensemble() => vec![1],
             Ok(versions) => versions,
             Err(e) => return Plan::Problem(format!("cannot read {}: {e}", dir.display())),
         };
@@ -328,6 +389,10 @@ impl Runtime {
         let mut wanted = Vec::with_capacity(selected.len());
         for version in selected {
             let version_dir = dir.join(version.to_string());
+            if config.is_ensemble() && !version_dir.exists() {
+                wanted.push((version, config_hash.finish()));
+                continue;
+            }
             match fingerprint::of_dir(&self.fingerprints, &version_dir) {
                 Ok(files) => {
                     let mut hasher = config_hash.clone();
@@ -684,6 +749,27 @@ impl Runtime {
         );
         Ok((spec, model))
     }
+}
+
+/// 0 for a model, 1 for an ensemble of models, 2 for one with an ensemble among its steps...
+/// Bounded, so that a cycle between ensembles (refused when they load) cannot recurse forever.
+fn ensemble_depth(
+    name: &str,
+    configs: &BTreeMap<String, Option<ModelConfig>>,
+    seen: usize,
+) -> usize {
+    let Some(Some(config)) = configs.get(name) else {
+        return 0;
+    };
+    let Some(ensemble) = config.ensemble.as_ref().filter(|_| seen < configs.len()) else {
+        return 0;
+    };
+    1 + ensemble
+        .step
+        .iter()
+        .map(|s| ensemble_depth(&s.model, configs, seen + 1))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Starts the instance threads and runs the warmup. Not on the load thread: threads inherit

@@ -81,6 +81,26 @@ impl Runtime {
         })
     }
 
+    /// What the readiness endpoints answer: the version [`Self::describe`] finds, if it can
+    /// serve now (an ensemble: every step can).
+    pub fn ready(&self, name: &str, version: Option<&str>) -> Result<ModelView, RuntimeError> {
+        let view = self.describe(name, version)?;
+        let models = self.read();
+        let unready = models
+            .get(name)
+            .and_then(|e| e.versions.get(&view.spec.version))
+            .and_then(|s| s.serving())
+            .and_then(|load| load.steps())
+            .and_then(|steps| crate::ensemble::unready_step(steps, &models));
+        match unready {
+            Some(reason) => Err(RuntimeError::NotReady {
+                model: name.to_string(),
+                reason,
+            }),
+            None => Ok(view),
+        }
+    }
+
     /// Statistics of the loaded versions: of every model, of one model, or of one version.
     pub fn statistics(
         &self,

@@ -387,7 +387,14 @@ impl Runtime {
                     });
                 }
                 for (version, state) in &entry.versions {
-                    let (state, mut reason) = state.describe(entry.is_draining(*version));
+                    let unready = state
+                        .serving()
+                        .and_then(|load| load.steps())
+                        .and_then(|steps| crate::ensemble::unready_step(steps, &models));
+                    let (state, mut reason) = match unready {
+                        Some(reason) => (ModelState::Unavailable, reason),
+                        None => state.describe(entry.is_draining(*version)),
+                    };
                     if let (Some(problem), ModelState::Ready) = (&entry.problem, state) {
                         reason =
                             format!("update failed, this load keeps serving: {}", problem.reason);
@@ -402,14 +409,26 @@ impl Runtime {
             }
             models.keys().cloned().collect()
         };
+        // Until start-up loading has reached a model, it is on its way, not unavailable
+        // (a client waiting for LOADING to end must not stop before it began).
+        let pending =
+            !self.startup_done.load(Ordering::Acquire) && self.control != ControlMode::Explicit;
         // The disk is read with no lock held.
         for name in repository::scan(&self.repository).unwrap_or_default() {
             if !known.contains(&name) {
+                let (state, reason) = if pending {
+                    (
+                        ModelState::Loading,
+                        "start-up loading has not reached it yet",
+                    )
+                } else {
+                    (ModelState::Unavailable, "not loaded")
+                };
                 out.push(IndexEntry {
                     name,
                     version: None,
-                    state: ModelState::Unavailable,
-                    reason: "not loaded".into(),
+                    state,
+                    reason: reason.into(),
                 });
             }
         }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use inferd_core::{LoadedModel, NamedTensor, Tensor, TensorSpec};
 
+use crate::ensemble::Ensemble;
 use crate::memory::ReleaseOnDrop;
 use crate::scheduler::{BatchOps, Policy, QueueError, Scheduler};
 use crate::stats::{ExecutionTimes, FailureReason, ModelStats, StatsSnapshot};
@@ -18,13 +19,23 @@ const SHADOW_QUEUE: usize = 16;
 
 pub(crate) struct ServedModel {
     spec: Arc<ModelSpec>,
-    scheduler: Scheduler,
-    /// Shadow copies' own queue and idle-priority thread, started with the first copy.
-    shadow: std::sync::OnceLock<Result<Scheduler, String>>,
-    model: Arc<dyn LoadedModel>,
+    engine: Engine,
     stats: Arc<ModelStats>,
     /// Fields drop in order: this runs after the scheduler freed the model.
     _release: ReleaseOnDrop,
+}
+
+/// What runs the version's requests.
+enum Engine {
+    /// A backend's model behind its scheduler.
+    Model {
+        scheduler: Scheduler,
+        /// Shadow copies' own queue and idle-priority thread, started with the first copy.
+        shadow: std::sync::OnceLock<Result<Scheduler, String>>,
+        model: Arc<dyn LoadedModel>,
+    },
+    /// Steps run by the runtime, each through its own model's router and scheduler.
+    Ensemble(Arc<Ensemble>),
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -79,16 +90,51 @@ impl ServedModel {
         )?;
         Ok(ServedModel {
             spec: Arc::new(spec),
-            scheduler,
-            shadow: std::sync::OnceLock::new(),
-            model,
+            engine: Engine::Model {
+                scheduler,
+                shadow: std::sync::OnceLock::new(),
+                model,
+            },
             stats,
             _release: ReleaseOnDrop,
         })
     }
 
+    /// An ensemble version: nothing of its own runs, so nothing starts.
+    pub fn ensemble(spec: ModelSpec, ensemble: Ensemble) -> ServedModel {
+        ServedModel {
+            spec: Arc::new(spec),
+            engine: Engine::Ensemble(Arc::new(ensemble)),
+            stats: Arc::new(ModelStats::default()),
+            _release: ReleaseOnDrop,
+        }
+    }
+
     pub fn spec(&self) -> &Arc<ModelSpec> {
         &self.spec
+    }
+
+    /// The steps, when this version is an ensemble (the runtime runs them).
+    pub fn steps(&self) -> Option<&Arc<Ensemble>> {
+        match &self.engine {
+            Engine::Ensemble(e) => Some(e),
+            Engine::Model { .. } => None,
+        }
+    }
+
+    fn scheduler(&self) -> Result<&Scheduler, RuntimeError> {
+        match &self.engine {
+            Engine::Model { scheduler, .. } => Ok(scheduler),
+            Engine::Ensemble(_) => Err(self.not_a_model()),
+        }
+    }
+
+    fn not_a_model(&self) -> RuntimeError {
+        RuntimeError::Inference {
+            model: self.spec.name.clone(),
+            version: self.spec.version,
+            message: "an ensemble runs through its steps, not a scheduler".into(),
+        }
     }
 
     /// Executions so far by batch size (rows), as the dynamic batcher formed them.
@@ -105,7 +151,7 @@ impl ServedModel {
     /// This version's statistics now, with the requests waiting in its queue.
     pub fn stats(&self) -> StatsSnapshot {
         StatsSnapshot {
-            pending: self.scheduler.pending() as u64,
+            pending: self.scheduler().map_or(0, |s| s.pending()) as u64,
             ..self.stats.snapshot()
         }
     }
@@ -133,7 +179,7 @@ impl ServedModel {
 
     /// Deadline from the `timeout` parameter (microseconds) or the model's default timeout,
     /// counted from when the request was received; the front door's deadline if earlier.
-    fn deadline(
+    pub(crate) fn deadline(
         &self,
         context: &RequestContext,
         parameters: &Parameters,
@@ -161,14 +207,18 @@ impl ServedModel {
         request: InferRequest,
         context: &RequestContext,
     ) -> Result<InferResponse, RuntimeError> {
-        self.infer_on(&self.scheduler, None, request, context).await
+        self.infer_on(self.scheduler()?, None, request, context)
+            .await
     }
 
     /// Whether a shadow copy would find room in the shadow queue now.
     pub fn shadow_has_room(&self) -> bool {
-        match self.shadow.get() {
-            Some(Ok(scheduler)) => scheduler.pending() < SHADOW_QUEUE,
-            _ => true,
+        match &self.engine {
+            Engine::Model { shadow, .. } => match shadow.get() {
+                Some(Ok(scheduler)) => scheduler.pending() < SHADOW_QUEUE,
+                _ => true,
+            },
+            Engine::Ensemble(_) => false,
         }
     }
 
@@ -179,8 +229,10 @@ impl ServedModel {
         request: InferRequest,
         context: &RequestContext,
     ) -> Result<InferResponse, RuntimeError> {
-        let scheduler = self
-            .shadow
+        let Engine::Model { shadow, model, .. } = &self.engine else {
+            return Err(self.not_a_model());
+        };
+        let scheduler = shadow
             .get_or_init(|| {
                 let policy = Policy {
                     inline: false,
@@ -194,7 +246,7 @@ impl ServedModel {
                 };
                 Scheduler::start(
                     &format!("{}-shadow", self.spec.name),
-                    Arc::clone(&self.model),
+                    Arc::clone(model),
                     policy,
                     &[],
                     Arc::clone(&self.stats),
@@ -248,18 +300,12 @@ impl ServedModel {
         } = request;
         let wanted = self.requested_outputs(outputs)?;
         let inputs = self.ordered_inputs(inputs)?;
-        self.model
-            .check_inputs(&inputs)
-            .map_err(RuntimeError::InvalidInput)?;
-        let rows = if self.spec.max_batch_size > 0 {
-            inputs
-                .first()
-                .and_then(|t| t.shape().first())
-                .copied()
-                .unwrap_or(1)
-        } else {
-            1
-        };
+        if let Engine::Model { model, .. } = &self.engine {
+            model
+                .check_inputs(&inputs)
+                .map_err(RuntimeError::InvalidInput)?;
+        }
+        let rows = self.rows(&inputs);
         let priority = match priority {
             Some(p) => p,
             None => self.priority(context.priority, &parameters)?,
@@ -322,6 +368,35 @@ impl ServedModel {
             outputs,
         };
         Ok((response, rows, times))
+    }
+
+    /// Rows of a checked request: its batch size, or 1 for a model without batching.
+    pub(crate) fn rows(&self, inputs: &[Tensor]) -> usize {
+        if self.spec.max_batch_size > 0 {
+            inputs
+                .first()
+                .and_then(|t| t.shape().first())
+                .copied()
+                .unwrap_or(1)
+        } else {
+            1
+        }
+    }
+
+    /// A request checked against the spec: its inputs in model order and the indices of the
+    /// outputs to return.
+    pub(crate) fn checked(
+        &self,
+        request: InferRequest,
+    ) -> Result<(Vec<Tensor>, Vec<usize>, Parameters), RuntimeError> {
+        let wanted = self.requested_outputs(request.outputs)?;
+        let inputs = self.ordered_inputs(request.inputs)?;
+        Ok((inputs, wanted, request.parameters))
+    }
+
+    /// Starts recording one request in this version's statistics.
+    pub(crate) fn recording(&self) -> Recording<'_> {
+        Recording::new(&self.stats)
     }
 
     /// Indices into the spec's outputs, in the order the client asked for them.
@@ -447,7 +522,7 @@ impl ServedModel {
     }
 }
 
-fn failure_reason(e: &RuntimeError) -> FailureReason {
+pub(crate) fn failure_reason(e: &RuntimeError) -> FailureReason {
     match e {
         RuntimeError::QueueFull { .. } => FailureReason::Rejected,
         RuntimeError::TimedOut { .. } => FailureReason::Timeout,
@@ -458,7 +533,7 @@ fn failure_reason(e: &RuntimeError) -> FailureReason {
 
 /// Records a request once: as it ended, or as CANCELED if its future is dropped first (the
 /// client went away while it was queued or running).
-struct Recording<'a> {
+pub(crate) struct Recording<'a> {
     stats: &'a ModelStats,
     started: Instant,
     done: bool,
@@ -473,12 +548,12 @@ impl<'a> Recording<'a> {
         }
     }
 
-    fn success(&mut self, rows: usize, times: &ExecutionTimes) {
+    pub fn success(&mut self, rows: usize, times: &ExecutionTimes) {
         self.stats.success(rows, self.started.elapsed(), times);
         self.done = true;
     }
 
-    fn failure(&mut self, reason: FailureReason) {
+    pub fn failure(&mut self, reason: FailureReason) {
         self.stats.failure(reason, self.started.elapsed());
         self.done = true;
     }

@@ -121,7 +121,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = request.get_ref();
-        let ready = self.runtime.describe(&r.name, version(&r.version)).is_ok();
+        let ready = self.runtime.ready(&r.name, version(&r.version)).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 

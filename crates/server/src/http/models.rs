@@ -36,7 +36,7 @@ pub async fn ready(
     State(app): State<AppState>,
     Path(p): Path<ModelPath>,
 ) -> Result<Json<Value>, ApiError> {
-    match app.runtime.describe(&p.model, p.version.as_deref()) {
+    match app.runtime.ready(&p.model, p.version.as_deref()) {
         Ok(view) => Ok(Json(
             json!({ "name": p.model, "version": view.spec.version.to_string(), "ready": true }),
         )),

@@ -22,6 +22,9 @@ pub struct ModelConfiguration {
     /// Present when the dynamic batcher merges this model's requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic_batching: Option<DynamicBatching>,
+    /// Present for ensembles: their steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ensemble_scheduling: Option<EnsembleScheduling>,
     pub instance_group: Vec<InstanceGroup>,
     pub parameters: BTreeMap<String, Parameter>,
     pub model_warmup: Vec<Warmup>,
@@ -65,6 +68,20 @@ pub struct DynamicBatching {
     pub priority_levels: u64,
     pub default_priority_level: u64,
     pub default_queue_policy: QueuePolicy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsembleScheduling {
+    pub step: Vec<EnsembleStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsembleStep {
+    pub model_name: String,
+    /// -1: the version the step model's router chooses.
+    pub model_version: i64,
+    pub input_map: BTreeMap<String, String>,
+    pub output_map: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,24 +195,46 @@ impl ModelConfiguration {
                 Some((k.clone(), Parameter { string_value }))
             })
             .collect();
+        let ensemble_scheduling = spec.config.ensemble.as_ref().map(|e| EnsembleScheduling {
+            step: e
+                .step
+                .iter()
+                .map(|s| EnsembleStep {
+                    model_name: s.model.clone(),
+                    model_version: s.version.map_or(-1, |v| v as i64),
+                    input_map: s.input_map.clone(),
+                    output_map: s.output_map.clone(),
+                })
+                .collect(),
+        });
+        // Triton's ensembles have no backend and no instances of their own.
+        let (backend, instance_group) = if ensemble_scheduling.is_some() {
+            (String::new(), Vec::new())
+        } else {
+            (
+                spec.backend.to_string(),
+                vec![InstanceGroup {
+                    name: format!("{}_0", spec.name),
+                    kind: "KIND_CPU",
+                    count: spec.instance_count as i32,
+                    gpus: Vec::new(),
+                    profile: Vec::new(),
+                    passive: false,
+                    host_policy: String::new(),
+                }],
+            )
+        };
         ModelConfiguration {
             name: spec.name.clone(),
             platform: spec.platform.to_string(),
-            backend: spec.backend.to_string(),
+            backend,
             version_policy,
             max_batch_size: spec.max_batch_size,
             input,
             output,
             dynamic_batching,
-            instance_group: vec![InstanceGroup {
-                name: format!("{}_0", spec.name),
-                kind: "KIND_CPU",
-                count: spec.instance_count as i32,
-                gpus: Vec::new(),
-                profile: Vec::new(),
-                passive: false,
-                host_policy: String::new(),
-            }],
+            ensemble_scheduling,
+            instance_group,
             parameters,
             model_warmup: spec
                 .config
@@ -274,6 +313,7 @@ impl From<ModelConfiguration> for pb::ModelConfig {
             input,
             output,
             dynamic_batching,
+            ensemble_scheduling,
             instance_group,
             parameters,
             model_warmup,
@@ -351,6 +391,22 @@ impl From<ModelConfiguration> for pb::ModelConfig {
                 }),
                 ..Default::default()
             })
+        });
+        let scheduling_choice = scheduling_choice.or_else(|| {
+            let step = ensemble_scheduling?
+                .step
+                .into_iter()
+                .map(|s| pb::model_ensembling::Step {
+                    model_name: s.model_name,
+                    model_version: s.model_version,
+                    input_map: s.input_map.into_iter().collect(),
+                    output_map: s.output_map.into_iter().collect(),
+                    model_namespace: String::new(),
+                })
+                .collect();
+            Some(pb::model_config::SchedulingChoice::EnsembleScheduling(
+                pb::ModelEnsembling { step },
+            ))
         });
         let instance_group = instance_group
             .into_iter()

@@ -4,17 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use inferd_core::{DynamicBatching, ModelConfig, TensorSpec, VersionPolicy, Warmup, WarmupData};
+use inferd_core::{
+    DynamicBatching, ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep, ModelConfig, TensorSpec,
+    VersionPolicy, Warmup, WarmupData,
+};
 use serde_json::{Map, Value};
 
 /// Sections that change what a model computes or where; silently dropping them would serve
 /// something other than what the user asked for.
-const UNSUPPORTED: &[&str] = &[
-    "sequence_batching",
-    "ensemble_scheduling",
-    "batch_input",
-    "batch_output",
-];
+const UNSUPPORTED: &[&str] = &["sequence_batching", "batch_input", "batch_output"];
 
 /// Every field of Triton's ModelConfig; a key outside it is a typo, not something to ignore.
 /// Those not mapped or refused above are accepted and have no effect here (e.g. `optimization`).
@@ -70,7 +68,13 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     };
+    let is_ensemble = text("platform") == Some(ENSEMBLE_PLATFORM);
     let config = ModelConfig {
+        platform: is_ensemble.then(|| ENSEMBLE_PLATFORM.to_string()),
+        ensemble: object
+            .get("ensemble_scheduling")
+            .map(ensemble_scheduling)
+            .transpose()?,
         backend: text("backend").map(str::to_string),
         max_batch_size: optional_number(object, "max_batch_size")?
             .map(|n| u32::try_from(n).map_err(|_| format!("max_batch_size {n} is too large")))
@@ -78,7 +82,12 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         inputs: tensors(object, "input")?,
         outputs: tensors(object, "output")?,
         instance_count: instance_count(object)?,
-        dynamic_batching: Some(dynamic_batching(object.get("dynamic_batching"))?),
+        // An ensemble's steps batch; it has no scheduler of its own.
+        dynamic_batching: if is_ensemble {
+            None
+        } else {
+            Some(dynamic_batching(object.get("dynamic_batching"))?)
+        },
         version_policy: version_policy(object.get("version_policy"))?,
         parameters: parameters(object.get("parameters"))?,
         warmup: warmups(object.get("model_warmup"))?,
@@ -88,6 +97,52 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
     };
     config.validate()?;
     Ok(config)
+}
+
+/// Triton's `ensemble_scheduling.step`: `model_version` -1 (or absent) lets the router choose.
+fn ensemble_scheduling(value: &Value) -> Result<EnsembleConfig, String> {
+    let step = list(value.get("step"), "ensemble_scheduling.step")?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let what = format!("ensemble_scheduling.step[{i}]");
+            let model = s
+                .get("model_name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{what} needs a 'model_name'"))?;
+            let version = match s.get("model_version") {
+                None | Some(Value::Null) => None,
+                Some(v) => match signed(v, "model_version")? {
+                    -1 => None,
+                    n => Some(u64::try_from(n).map_err(|_| {
+                        format!("{what}: model_version {n} is neither -1 (latest) nor a version")
+                    })?),
+                },
+            };
+            let map = |key: &str| -> Result<BTreeMap<String, String>, String> {
+                match s.get(key) {
+                    None | Some(Value::Null) => Ok(BTreeMap::new()),
+                    Some(Value::Object(m)) => m
+                        .iter()
+                        .map(|(k, v)| {
+                            let v = v.as_str().ok_or_else(|| {
+                                format!("{what}.{key}['{k}'] must be a tensor name")
+                            })?;
+                            Ok((k.clone(), v.to_string()))
+                        })
+                        .collect(),
+                    Some(other) => Err(format!("{what}.{key} must be an object, got {other}")),
+                }
+            };
+            Ok(EnsembleStep {
+                model: model.to_string(),
+                version,
+                input_map: map("input_map")?,
+                output_map: map("output_map")?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(EnsembleConfig { step })
 }
 
 /// An integer that proto3 JSON may write as a number or as a string (int64 fields).
