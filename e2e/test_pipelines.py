@@ -16,17 +16,10 @@ from onnx import numpy_helper
 from tokenizers import Tokenizer
 
 from conftest import FIXTURES, Server, perf_analyzer
+from test_processing import TEXTS
 
 PROCESSING = FIXTURES / "processing"
 PIPELINES = FIXTURES / "pipelines"
-TEXTS = [
-    "The model server loads trained models.",
-    "Déjà vu: naïve café in Zürich",
-    "東京 and 北京 🙂🚀",
-    "",
-    "fraud detection " * 20,  # over max_length: truncated
-    "UNKNOWN-words like zzyzx and qwxj",
-]
 
 
 def repository(root):

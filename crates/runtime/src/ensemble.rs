@@ -14,7 +14,7 @@ use inferd_core::{
 };
 
 use crate::registry::ModelEntry;
-use crate::served::failure_reason;
+use crate::served::{failure_reason, names};
 use crate::stats::ExecutionTimes;
 use crate::{
     InferRequest, InferResponse, ModelSpec, RequestContext, Runtime, RuntimeError, ServedModel,
@@ -352,12 +352,4 @@ impl Runtime {
         };
         Ok((response, rows))
     }
-}
-
-fn names(specs: &[TensorSpec]) -> String {
-    specs
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -568,7 +568,7 @@ impl Drop for Recording<'_> {
     }
 }
 
-fn names(specs: &[TensorSpec]) -> String {
+pub(crate) fn names(specs: &[TensorSpec]) -> String {
     specs
         .iter()
         .map(|s| s.name.as_str())
