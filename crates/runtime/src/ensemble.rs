@@ -32,10 +32,12 @@ struct Step {
     /// `step 2 (model 'classifier')`, for messages and spans.
     label: String,
     target: Target,
+    /// The version the config pins, if it does.
+    pinned: Option<u64>,
     /// The step model's input <- the ensemble tensor.
-    inputs: Vec<(String, String)>,
+    inputs: BTreeMap<String, String>,
     /// The step model's output -> the ensemble tensor.
-    outputs: Vec<(String, String)>,
+    outputs: BTreeMap<String, String>,
 }
 
 /// Why a step cannot serve now, when one cannot: what readiness reports for the ensemble.
@@ -44,14 +46,9 @@ pub(crate) fn unready_step(
     models: &BTreeMap<String, ModelEntry>,
 ) -> Option<String> {
     ensemble.steps.iter().find_map(|step| {
-        let target = &step.target;
-        let serving = models.get(&target.model).is_some_and(|entry| {
+        let serving = models.get(&step.target.model).is_some_and(|entry| {
             entry.endpoint
-                || match target
-                    .version
-                    .as_deref()
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
+                || match step.pinned {
                     Some(v) => entry
                         .versions
                         .get(&v)
@@ -188,16 +185,9 @@ impl Runtime {
             steps.push(Step {
                 label,
                 target: Target::new(step.model.clone(), version.as_deref()),
-                inputs: step
-                    .input_map
-                    .iter()
-                    .map(|(a, b)| (a.clone(), b.clone()))
-                    .collect(),
-                outputs: step
-                    .output_map
-                    .iter()
-                    .map(|(a, b)| (a.clone(), b.clone()))
-                    .collect(),
+                pinned: step.version,
+                inputs: step.input_map.clone(),
+                outputs: step.output_map.clone(),
             });
         }
         for output in &signature.outputs {
@@ -262,8 +252,8 @@ impl Runtime {
             let (ready, later): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&i| {
                 ensemble.steps[i]
                     .inputs
-                    .iter()
-                    .all(|(_, t)| tensors.contains_key(t))
+                    .values()
+                    .all(|t| tensors.contains_key(t))
             });
             waiting = later;
             for i in ready {
@@ -278,7 +268,7 @@ impl Runtime {
                             tensor: tensors[tensor].clone(),
                         })
                         .collect(),
-                    outputs: Some(step.outputs.iter().map(|(o, _)| o.clone()).collect()),
+                    outputs: Some(step.outputs.keys().cloned().collect()),
                 };
                 let mut step_context = context.clone();
                 step_context.id = format!("{}/{}", context.id, i + 1);
@@ -311,7 +301,7 @@ impl Runtime {
                 source: Box::new(e),
             })?;
             for NamedTensor { name, tensor } in response.outputs {
-                if let Some((_, to)) = step.outputs.iter().find(|(o, _)| *o == name) {
+                if let Some(to) = step.outputs.get(&name) {
                     tensors.insert(to.clone(), tensor);
                 }
             }

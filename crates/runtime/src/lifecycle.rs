@@ -156,7 +156,10 @@ impl Runtime {
                 Err(_) => return,
             },
         };
-        let Some(ensemble) = config.ensemble.filter(|_| config.platform.is_some()) else {
+        if !config.is_ensemble() {
+            return;
+        }
+        let Some(ensemble) = config.ensemble else {
             return;
         };
         for step in ensemble.step {
