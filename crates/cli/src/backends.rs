@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use inferd_backend_features::{FeastBackend, RedisBackend};
 use inferd_backend_onnxruntime::OnnxRuntimeBackend;
 use inferd_backend_processing::{PostprocessBackend, TokenizerBackend};
 use inferd_backend_python::PythonBackend;
@@ -54,7 +55,10 @@ impl BackendArgs {
         // Before trees, whose JSON models a tokenizer.json could be taken for.
         let tokenizer: Arc<dyn Backend> = Arc::new(TokenizerBackend);
         let postprocess: Arc<dyn Backend> = Arc::new(PostprocessBackend);
-        match self.default_backend {
+        // Named in config.toml only: they have no files to recognise.
+        let feast: Arc<dyn Backend> = Arc::new(FeastBackend);
+        let redis: Arc<dyn Backend> = Arc::new(RedisBackend);
+        let mut backends = match self.default_backend {
             // Python before trees: a model.py directory may also hold a .json or .txt file.
             DefaultBackend::Tract => {
                 vec![tract, onnxruntime, python, tokenizer, trees, postprocess]
@@ -62,6 +66,8 @@ impl BackendArgs {
             DefaultBackend::Onnxruntime => {
                 vec![onnxruntime, tract, python, tokenizer, trees, postprocess]
             }
-        }
+        };
+        backends.extend([feast, redis]);
+        backends
     }
 }
