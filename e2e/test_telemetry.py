@@ -54,6 +54,10 @@ def traced(tmp_path_factory):
     repo = tmp_path_factory.mktemp("traced")
     import shutil
     shutil.copytree(FIXTURES / "models" / "iris_logreg", repo / "iris")
+    # Triton's two-model ensemble example, for the spans of its steps.
+    shutil.copytree(FIXTURES / "models" / "iris_logreg", repo / "iris_logreg")
+    for name in ("iris_top2", "iris_classes"):
+        shutil.copytree(FIXTURES / "pipelines" / name, repo / name)
     # Ratio 0: only requests whose caller samples them are traced.
     srv = Server(repo, tmp_path_factory.mktemp("log") / "traced.log", "--log-format", "json",
                  "--otlp-endpoint", f"http://127.0.0.1:{port}", "--trace-sample-ratio", "0")
@@ -109,6 +113,38 @@ def test_a_sampled_caller_gets_one_trace_per_request_with_every_stage(traced):
     assert {"service.name": "inferd"}.items() <= receiver.resources[-1].items()
 
 
+def test_an_ensemble_has_a_span_per_step_with_the_step_models_stages_under_it(traced):
+    srv, receiver = traced
+    trace_id, span_id = "5cf92f3577b34da6a3ce929d0e0e4799", "11f067aa0ba902b7"
+    client = grpcclient.InferenceServerClient(url=srv.grpc_url)
+    x = grpcclient.InferInput("FEATURES", [1, 4], "FP32")
+    x.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32))
+    client.infer("iris_classes", [x], headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
+    client.close()
+    names = ["step 1 (model 'iris_logreg')", "step 2 (model 'iris_top2')"]
+    deadline = time.monotonic() + 15
+    while True:
+        spans = receiver.trace(trace_id, 1)
+        steps = {s.name: s for s in spans if s.name in names}
+        roots = [s for s in spans if s.name == "infer"]
+        backends = [s for s in spans if s.name == "backend"]
+        if (len(steps) == 2 and roots and len(backends) == 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(roots) == 1 and sorted(steps) == names, sorted(s.name for s in spans)
+    root = roots[0]
+    assert {a.key: a.value.string_value for a in root.attributes}["model"] == "iris_classes"
+    for name, step in steps.items():
+        assert step.parent_span_id == root.span_id, name
+        attributes = {a.key: (a.value.string_value or a.value.int_value) for a in step.attributes}
+        assert attributes["model"] == name.split("'")[1]
+        under = {s.name for s in spans if s.parent_span_id == step.span_id}
+        assert {"queue", "backend"} <= under, (name, sorted(under))
+        assert root.start_time_unix_nano <= step.start_time_unix_nano <= step.end_time_unix_nano <= root.end_time_unix_nano
+    # Step 2 reads what step 1 wrote: it starts after step 1 ends.
+    assert steps[names[0]].end_time_unix_nano <= steps[names[1]].start_time_unix_nano
+
+
 def test_unsampled_requests_create_no_spans(traced):
     srv, receiver = traced
     unsampled = "11111111111111111111111111111111"
@@ -120,7 +156,7 @@ def test_unsampled_requests_create_no_spans(traced):
     with receiver.lock:
         traces = {s.trace_id.hex() for s in receiver.spans}
     assert unsampled not in traces
-    assert len(traces) == 3, traces  # the two sampled traces of the tests, and the marker
+    assert len(traces) == 4, traces  # the three sampled traces of the tests, and the marker
 
 
 def log_lines(srv):
