@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use inferd_backend_features::{FeastBackend, RedisBackend};
 use inferd_backend_onnxruntime::OnnxRuntimeBackend;
 use inferd_backend_processing::{PostprocessBackend, TokenizerBackend};
 use inferd_backend_python::PythonBackend;
@@ -56,8 +55,8 @@ impl BackendArgs {
         let tokenizer: Arc<dyn Backend> = Arc::new(TokenizerBackend);
         let postprocess: Arc<dyn Backend> = Arc::new(PostprocessBackend);
         // Named in config.toml only: they have no files to recognise.
-        let feast: Arc<dyn Backend> = Arc::new(FeastBackend);
-        let redis: Arc<dyn Backend> = Arc::new(RedisBackend);
+        let feast: Arc<dyn Backend> = Arc::new(inferd_backend_features::feast());
+        let redis: Arc<dyn Backend> = Arc::new(inferd_backend_features::redis());
         let mut backends = match self.default_backend {
             // Python before trees: a model.py directory may also hold a .json or .txt file.
             DefaultBackend::Tract => {

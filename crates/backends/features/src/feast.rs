@@ -5,65 +5,47 @@
 //! server answers column-oriented (`results[i]` is `metadata.feature_names[i]`) and in an
 //! order of its own, so columns are matched by name.
 
-use std::path::Path;
-
-use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig};
+use inferd_core::ModelConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::lookup::{EntityKey, Lookup, Row, Store, StoreError, load_error};
+use crate::lookup::{EntityKey, Lookup, LookupBackend, Row, Store, StoreError};
 
-pub struct FeastBackend;
-
-impl Backend for FeastBackend {
-    fn name(&self) -> &'static str {
-        "feast"
+/// The `feast` backend.
+pub fn backend() -> LookupBackend {
+    LookupBackend {
+        name: "feast",
+        open,
     }
+}
 
-    fn platform(&self) -> &'static str {
-        "feast"
+fn open(config: &ModelConfig, lookup: &Lookup) -> Result<Box<dyn Store>, String> {
+    let url = config
+        .parameter("url")
+        .ok_or("[parameters] url is required: the Feast feature server")?;
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "url = {url}: an http:// address (a feature server inside the cluster)"
+        ));
     }
-
-    /// Only when config.toml asks for it: it has no model file.
-    fn accepts(&self, _version_dir: &Path, _config: &ModelConfig) -> bool {
-        false
-    }
-
-    fn load(
-        &self,
-        version_dir: &Path,
-        config: &ModelConfig,
-    ) -> Result<Box<dyn LoadedModel>, BackendError> {
-        let fail = load_error(version_dir);
-        let lookup = Lookup::parse(config).map_err(&fail)?;
-        let url = config
-            .parameter("url")
-            .ok_or_else(|| fail("[parameters] url is required: the Feast feature server".into()))?;
-        if !url.starts_with("http://") {
-            return Err(fail(format!(
-                "url = {url}: an http:// address (a feature server inside the cluster)"
-            )));
-        }
-        let endpoint = format!("{}/get-online-features", url.trim_end_matches('/'));
-        let selection = match config.parameter("feature_service") {
-            Some(service) => ("feature_service", Value::String(service)),
-            None => ("features", Value::from(lookup.features.clone())),
-        };
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(lookup.timeout))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        let store = FeastStore {
-            agent,
-            url,
-            endpoint,
-            selection,
-            entity: lookup.entity.clone(),
-            columns: lookup.columns().map(str::to_string).collect(),
-        };
-        Ok(lookup.model(store))
-    }
+    let endpoint = format!("{}/get-online-features", url.trim_end_matches('/'));
+    let selection = match config.parameter("feature_service") {
+        Some(service) => ("feature_service", Value::String(service)),
+        None => ("features", Value::from(lookup.features.clone())),
+    };
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(lookup.timeout))
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    Ok(Box::new(FeastStore {
+        agent,
+        url,
+        endpoint,
+        selection,
+        entity: lookup.entity.clone(),
+        columns: lookup.columns().map(str::to_string).collect(),
+    }))
 }
 
 struct FeastStore {

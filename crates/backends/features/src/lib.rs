@@ -14,5 +14,6 @@ mod feast;
 mod lookup;
 mod redis_store;
 
-pub use feast::FeastBackend;
-pub use redis_store::RedisBackend;
+pub use feast::backend as feast;
+pub use lookup::LookupBackend;
+pub use redis_store::backend as redis;

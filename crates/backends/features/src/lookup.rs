@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use inferd_core::{
-    BackendError, DataType, LoadedModel, ModelConfig, ModelSignature, Tensor, TensorData,
+    Backend, BackendError, DataType, LoadedModel, ModelConfig, ModelSignature, Tensor, TensorData,
     TensorSpec,
 };
 
@@ -51,6 +51,45 @@ pub(crate) enum StoreError {
 /// A feature store: one row per key, in order, with `columns` values each.
 pub(crate) trait Store: Send + Sync + 'static {
     fn fetch(&self, keys: &[EntityKey]) -> Result<Vec<Row>, StoreError>;
+}
+
+/// Opens a store from a model's config (its `[parameters]`), or says what is wrong.
+pub(crate) type Open = fn(&ModelConfig, &Lookup) -> Result<Box<dyn Store>, String>;
+
+/// A lookup backend: its name (config.toml's `backend`, also its platform) and how it opens
+/// its store from the model's `[parameters]`; the rest is the same for every store.
+pub struct LookupBackend {
+    pub(crate) name: &'static str,
+    pub(crate) open: Open,
+}
+
+impl Backend for LookupBackend {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn platform(&self) -> &'static str {
+        self.name
+    }
+
+    /// Only when config.toml asks for it: it has no model file.
+    fn accepts(&self, _version_dir: &Path, _config: &ModelConfig) -> bool {
+        false
+    }
+
+    fn load(
+        &self,
+        version_dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<Box<dyn LoadedModel>, BackendError> {
+        let fail = |reason: String| BackendError::Load {
+            path: version_dir.to_path_buf(),
+            reason,
+        };
+        let lookup = Lookup::parse(config).map_err(fail)?;
+        let store = (self.open)(config, &lookup).map_err(fail)?;
+        Ok(lookup.model(store))
+    }
 }
 
 /// The parsed `[parameters]` both stores share.
@@ -164,7 +203,7 @@ impl Lookup {
         self.features.iter().map(|f| column(f))
     }
 
-    pub(crate) fn model<S: Store>(self, store: S) -> Box<dyn LoadedModel> {
+    fn model(self, store: Box<dyn Store>) -> Box<dyn LoadedModel> {
         let signature = ModelSignature {
             inputs: vec![TensorSpec {
                 name: self.entity.clone(),
@@ -192,14 +231,14 @@ fn column(reference: &str) -> &str {
     reference.rsplit(':').next().unwrap_or(reference)
 }
 
-struct LookupModel<S> {
+struct LookupModel {
     lookup: Lookup,
-    store: S,
+    store: Box<dyn Store>,
     cache: Option<TtlCache>,
     signature: ModelSignature,
 }
 
-impl<S: Store> LookupModel<S> {
+impl LookupModel {
     fn keys(&self, input: &Tensor) -> Result<Vec<EntityKey>, String> {
         match input.datatype() {
             DataType::I64 => Ok(input
@@ -265,7 +304,7 @@ fn cache_key(key: &EntityKey) -> String {
     }
 }
 
-impl<S: Store> LoadedModel for LookupModel<S> {
+impl LoadedModel for LookupModel {
     fn signature(&self) -> &ModelSignature {
         &self.signature
     }
@@ -313,13 +352,5 @@ impl<S: Store> LoadedModel for LookupModel<S> {
     /// It waits on a network store: never on an async worker thread.
     fn may_run_inline(&self) -> bool {
         false
-    }
-}
-
-/// A load error naming the version directory.
-pub(crate) fn load_error(version_dir: &Path) -> impl Fn(String) -> BackendError + '_ {
-    move |reason| BackendError::Load {
-        path: version_dir.to_path_buf(),
-        reason,
     }
 }

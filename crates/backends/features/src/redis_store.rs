@@ -3,64 +3,46 @@
 //! key with the entity in braces, e.g. `"account:{account_id}"`), and `features` (the hash
 //! fields, in output order). A batch is one pipelined `HMGET` per entity, one round trip.
 
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use inferd_core::{Backend, BackendError, LoadedModel, ModelConfig};
+use inferd_core::ModelConfig;
 
-use crate::lookup::{EntityKey, Lookup, Row, Store, StoreError, load_error};
+use crate::lookup::{EntityKey, Lookup, LookupBackend, Row, Store, StoreError};
 
-pub struct RedisBackend;
-
-impl Backend for RedisBackend {
-    fn name(&self) -> &'static str {
-        "redis"
+/// The `redis` backend.
+pub fn backend() -> LookupBackend {
+    LookupBackend {
+        name: "redis",
+        open,
     }
+}
 
-    fn platform(&self) -> &'static str {
-        "redis"
+fn open(config: &ModelConfig, lookup: &Lookup) -> Result<Box<dyn Store>, String> {
+    let url = config
+        .parameter("url")
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url.as_str()).map_err(|e| format!("url = {url}: {e}"))?;
+    let placeholder = format!("{{{}}}", lookup.entity);
+    let key = config.parameter("key").ok_or_else(|| {
+        format!(
+            "[parameters] key is required: the hash's key, e.g. \"{}:{placeholder}\"",
+            lookup.entity
+        )
+    })?;
+    if !key.contains(&placeholder) {
+        return Err(format!(
+            "key = \"{key}\" must hold {placeholder}, where the entity's key goes"
+        ));
     }
-
-    /// Only when config.toml asks for it: it has no model file.
-    fn accepts(&self, _version_dir: &Path, _config: &ModelConfig) -> bool {
-        false
-    }
-
-    fn load(
-        &self,
-        version_dir: &Path,
-        config: &ModelConfig,
-    ) -> Result<Box<dyn LoadedModel>, BackendError> {
-        let fail = load_error(version_dir);
-        let lookup = Lookup::parse(config).map_err(&fail)?;
-        let url = config
-            .parameter("url")
-            .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| fail(format!("url = {url}: {e}")))?;
-        let placeholder = format!("{{{}}}", lookup.entity);
-        let key = config.parameter("key").ok_or_else(|| {
-            fail(format!(
-                "[parameters] key is required: the hash's key, e.g. \"{}:{placeholder}\"",
-                lookup.entity
-            ))
-        })?;
-        if !key.contains(&placeholder) {
-            return Err(fail(format!(
-                "key = \"{key}\" must hold {placeholder}, where the entity's key goes"
-            )));
-        }
-        let store = RedisStore {
-            client,
-            url,
-            key,
-            placeholder,
-            fields: lookup.features.clone(),
-            timeout: lookup.timeout,
-            idle: Mutex::default(),
-        };
-        Ok(lookup.model(store))
-    }
+    Ok(Box::new(RedisStore {
+        client,
+        url,
+        key,
+        placeholder,
+        fields: lookup.features.clone(),
+        timeout: lookup.timeout,
+        idle: Mutex::default(),
+    }))
 }
 
 struct RedisStore {
