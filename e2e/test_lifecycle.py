@@ -186,7 +186,7 @@ def test_explicit_load_unload_churn_leaves_other_models_alone_and_frees_memory(e
         client.load_model("broken")
     state, reason = index(srv.url)[("broken", "1")]
     assert state == "UNAVAILABLE" and "not a readable ONNX model" in reason
-    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'nope' is not found"):
         client.load_model("nope")
     # Failed API loads are answered to their caller; they do not make the server unready.
     assert client.is_server_ready()

@@ -180,7 +180,7 @@ def test_loading_refuses_a_broken_graph_naming_the_step(explicit, case):
             {"model_name": "iris_logreg", "model_version": -1, "input_map": in1, "output_map": out1},
             {"model_name": second, "model_version": -1, "input_map": in2, "output_map": out2}]},
     }
-    message = message or "step 2 (model 'no_such_model'): unknown model 'no_such_model'"
+    message = message or "step 2 (model 'no_such_model'): Request for unknown model: 'no_such_model' is not found"
     with httpclient.InferenceServerClient(explicit.url) as c:
         with pytest.raises(Exception) as err:
             c.load_model("iris_classes", config=json.dumps(config))

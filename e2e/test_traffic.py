@@ -335,4 +335,4 @@ def test_the_models_cli_reads_and_changes_a_running_server(srv):
     cli("aliases", "iris", "delete", "staging")
     done = subprocess.run([str(binary()), "models", "--url", f"http://{srv.url}", "aliases", "nope"],
                           capture_output=True, text=True)
-    assert done.returncode != 0 and "unknown model 'nope'" in done.stderr
+    assert done.returncode != 0 and "Request for unknown model: 'nope' is not found" in done.stderr

@@ -344,4 +344,18 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Echo {
     ) -> Answer<pb::RepositoryModelUnloadResponse> {
         Err(tonic::Status::unimplemented("the floor has one model"))
     }
+
+    async fn trace_setting(
+        &self,
+        _: tonic::Request<pb::TraceSettingRequest>,
+    ) -> Answer<pb::TraceSettingResponse> {
+        Err(tonic::Status::unimplemented("the floor does not trace"))
+    }
+
+    async fn log_settings(
+        &self,
+        _: tonic::Request<pb::LogSettingsRequest>,
+    ) -> Answer<pb::LogSettingsResponse> {
+        Err(tonic::Status::unimplemented("the floor does not log"))
+    }
 }

@@ -25,6 +25,7 @@ impl Doubler {
                     name: "x".into(),
                     datatype: DataType::F32,
                     dims: vec![2],
+                    label_filename: None,
                 }],
                 outputs: vec![],
             },

@@ -386,6 +386,7 @@ fn specs(
                 } else {
                     dims
                 },
+                label_filename: None,
             })
         })
         .collect()

@@ -11,6 +11,10 @@ pub struct TensorSpec {
     pub name: String,
     pub datatype: DataType,
     pub dims: Vec<i64>,
+    /// config.toml only (Triton's `label_filename`, on outputs): a file of the model
+    /// directory, one label per line, line i for class i (the classification extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_filename: Option<String>,
 }
 
 /// What a loaded model takes and returns, with full shapes (batch dimension included).

@@ -241,7 +241,13 @@ impl ModelConfig {
             .warmup
             .iter()
             .flat_map(|w| w.files.values().map(|f| ("warmup file", f.clone())))
-            .chain(self.parameter("model_file").map(|f| ("model_file", f)));
+            .chain(self.parameter("model_file").map(|f| ("model_file", f)))
+            .chain(
+                self.outputs
+                    .iter()
+                    .filter_map(|o| o.label_filename.clone())
+                    .map(|f| ("label_filename", f)),
+            );
         for (what, file) in files {
             if !is_inside(&file) {
                 return Err(format!(
@@ -293,6 +299,12 @@ impl ModelConfig {
             for (i, spec) in specs.iter().enumerate() {
                 if specs[..i].iter().any(|s| s.name == spec.name) {
                     return Err(format!("{kind} '{}' is declared twice", spec.name));
+                }
+                if kind == "input" && spec.label_filename.is_some() {
+                    return Err(format!(
+                        "input '{}' has a label_filename: labels belong to outputs",
+                        spec.name
+                    ));
                 }
                 if let Some(d) = spec.dims.iter().find(|d| **d < -1) {
                     return Err(format!(
@@ -419,6 +431,21 @@ mod tests {
             ModelConfig::parse_toml(r#"warmup = [{ files = { x = "warmup/x.bin" } }]"#).is_ok()
         );
         assert!(ModelConfig::parse_toml("instance_count = 100000").is_err());
+    }
+
+    #[test]
+    fn label_files_stay_in_the_model_directory_and_belong_to_outputs() {
+        let output = |file: &str| {
+            format!(
+                r#"outputs = [{{ name = "p", datatype = "FP32", dims = [3], label_filename = "{file}" }}]"#
+            )
+        };
+        assert!(ModelConfig::parse_toml(&output("labels.txt")).is_ok());
+        let err = ModelConfig::parse_toml(&output("../../etc/passwd")).unwrap_err();
+        assert!(err.to_string().contains("label_filename"), "{err}");
+        let input =
+            r#"inputs = [{ name = "x", datatype = "FP32", dims = [3], label_filename = "l.txt" }]"#;
+        assert!(ModelConfig::parse_toml(input).is_err());
     }
 
     #[test]

@@ -143,6 +143,7 @@ mod tests {
             name: name.into(),
             datatype: DataType::F32,
             dims: vec![4],
+            label_filename: None,
         }
     }
 

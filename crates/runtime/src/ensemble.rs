@@ -269,6 +269,7 @@ impl Runtime {
                         })
                         .collect(),
                     outputs: Some(step.outputs.keys().cloned().collect()),
+                    classification: Default::default(),
                 };
                 let mut step_context = context.clone();
                 step_context.id = format!("{}/{}", context.id, i + 1);

@@ -33,7 +33,8 @@ pub enum LoadFault {
 pub enum RuntimeError {
     #[error("{0}")]
     InvalidInput(String),
-    #[error("unknown model '{0}'")]
+    /// Triton's wording, which clients match on.
+    #[error("Request for unknown model: '{0}' is not found")]
     UnknownModel(String),
     #[error("{}", unknown_version(model, version))]
     UnknownVersion { model: String, version: String },
@@ -100,8 +101,11 @@ impl RuntimeError {
 
 fn unknown_version(model: &str, version: &str) -> String {
     if version.parse::<u64>().is_ok() {
-        format!("model '{model}' has no version {version}")
+        format!("Request for unknown model: '{model}' version {version} is not found")
     } else {
-        format!("model '{model}' has no version or alias '{version}'")
+        format!(
+            "Request for unknown model: '{model}' version '{version}' is not found (no such \
+             version or alias)"
+        )
     }
 }

@@ -21,10 +21,11 @@ impl Runtime {
     pub async fn infer(
         self: &Arc<Self>,
         target: &Target,
-        request: InferRequest,
+        mut request: InferRequest,
         context: &RequestContext,
     ) -> Result<InferResponse, RuntimeError> {
         let kept = self.keep_requests.then(|| request.clone());
+        let classification = std::mem::take(&mut request.classification);
         let mut watch = Watch {
             runtime: self,
             target,
@@ -47,6 +48,9 @@ impl Runtime {
             }) => {
                 watch.version = Some(load.spec().version);
                 watch.spec = Some(Arc::clone(load.spec()));
+                let checked = crate::classification::check(load.spec(), &classification);
+                // A request refused before it runs gets no shadow copy either.
+                let shadows = if checked.is_ok() { shadows } else { Vec::new() };
                 let primaries: Vec<_> = shadows
                     .into_iter()
                     .filter_map(|shadow| {
@@ -61,9 +65,12 @@ impl Runtime {
                         Some(self.shadow(target, shadow, &request, context, tolerance))
                     })
                     .collect();
-                let mut result = match load.steps() {
-                    Some(steps) => self.run_ensemble(&load, steps, request, context).await,
-                    None => load.infer(request, context).await,
+                let mut result = match (checked, load.steps()) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(steps)) => {
+                        self.run_ensemble(&load, steps, request, context).await
+                    }
+                    (Ok(()), None) => load.infer(request, context).await,
                 };
                 if let Ok(response) = &mut result {
                     response.route = kind.as_str();
@@ -80,7 +87,13 @@ impl Runtime {
                 for tx in primaries {
                     let _ = tx.send(result.as_ref().ok().cloned());
                 }
-                result
+                // After the shadows got the outputs to compare, before anything records them.
+                if classification.is_empty() {
+                    result
+                } else {
+                    result
+                        .and_then(|r| crate::classification::apply(r, &classification, load.spec()))
+                }
             }
             Err(e) => Err(e),
         };

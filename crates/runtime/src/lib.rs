@@ -3,6 +3,7 @@
 //! [`RequestContext`], and get an [`InferResponse`] back.
 
 pub mod audit;
+mod classification;
 mod context;
 mod ensemble;
 mod error;

@@ -735,13 +735,14 @@ impl Runtime {
         let model = backend
             .load(&version_dir, config)
             .map_err(|e| e.to_string())?;
-        let spec = ModelSpec::derive(
+        let mut spec = ModelSpec::derive(
             name,
             version,
             (backend.name(), backend.platform()),
             config,
             model.signature(),
         )?;
+        spec.read_labels(dir)?;
         let model: Arc<dyn LoadedModel> = Arc::from(model);
         tracing::info!(
             model = name,

@@ -41,6 +41,9 @@ pub struct InferRequest {
     pub inputs: Vec<NamedTensor>,
     /// Outputs to return, in this order; `None` returns all of them in model order.
     pub outputs: Option<Vec<String>>,
+    /// Outputs answered as their K best classes (Triton's classification extension): output
+    /// name -> K.
+    pub classification: std::collections::BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -293,10 +293,12 @@ impl ServedModel {
         context: &RequestContext,
         received: Instant,
     ) -> Result<(InferResponse, usize, ExecutionTimes), RuntimeError> {
+        // Classification is applied by the caller, to the outputs returned.
         let InferRequest {
             inputs,
             outputs,
             parameters,
+            classification: _,
         } = request;
         let wanted = self.requested_outputs(outputs)?;
         let inputs = self.ordered_inputs(inputs)?;

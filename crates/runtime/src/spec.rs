@@ -20,6 +20,8 @@ pub struct ModelSpec {
     /// The scheduler settings in force: the config's, or the defaults.
     pub batching: DynamicBatching,
     pub config: ModelConfig,
+    /// Each output's labels (its `label_filename`), for the classification extension.
+    pub labels: std::collections::BTreeMap<String, std::sync::Arc<[String]>>,
 }
 
 impl ModelSpec {
@@ -82,7 +84,28 @@ impl ModelSpec {
             instance_count: config.instance_count.unwrap_or(1),
             batching: config.dynamic_batching.clone().unwrap_or_default(),
             config: config.clone(),
+            labels: Default::default(),
         })
+    }
+
+    /// Reads the outputs' label files from the model's directory.
+    pub fn read_labels(&mut self, model_dir: &std::path::Path) -> Result<(), String> {
+        for output in &self.outputs {
+            let Some(file) = &output.label_filename else {
+                continue;
+            };
+            let path = model_dir.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "output '{}' label_filename {}: cannot read it: {e}",
+                    output.name,
+                    path.display()
+                )
+            })?;
+            let labels: Vec<String> = text.lines().map(str::to_string).collect();
+            self.labels.insert(output.name.clone(), labels.into());
+        }
+        Ok(())
     }
 
     /// Whether the dynamic batcher merges this model's requests: it is enabled and the model
@@ -173,6 +196,7 @@ mod tests {
             name: name.into(),
             datatype,
             dims: dims.to_vec(),
+            label_filename: None,
         }
     }
 

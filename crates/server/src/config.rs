@@ -36,8 +36,12 @@ pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Protocol extensions both front ends implement.
 pub const EXTENSIONS: &[&str] = &[
     "binary_tensor_data",
+    "classification",
     "model_configuration",
     "model_repository",
+    "statistics",
+    "logging",
+    "trace",
 ];
 
 /// Server readiness under `config`, with what is not ready and why.

@@ -15,6 +15,7 @@ pub(crate) mod metrics;
 mod model_control;
 mod model_info;
 mod pipeline;
+mod settings;
 mod telemetry;
 mod v2;
 

@@ -134,9 +134,7 @@ pub async fn infer(
         let payload = match encoding {
             Encoding::Json => crate::v2::encode::json_only(context, &response),
             // Raw contents, as Triton always answers.
-            Encoding::Protobuf => {
-                crate::grpc::convert::response(context, response, true).encode_to_vec()
-            }
+            Encoding::Protobuf => crate::grpc::convert::response(context, response).encode_to_vec(),
         };
         Answer {
             model,

@@ -33,8 +33,11 @@ pub trait LogControl: Send + Sync {
 pub struct Telemetry {
     /// Traces are exported (an OTLP endpoint is configured).
     tracing: bool,
-    /// Share of requests without a caller decision that are traced, 0 to 1.
-    ratio: f64,
+    /// Share of requests without a caller decision that are traced, 0 to 1 (an f64's bits:
+    /// the trace settings API changes it at run time).
+    ratio: AtomicU64,
+    /// Triton's `trace_rate` (one request in N), kept while tracing is off.
+    rate: AtomicU64,
     access: Arc<AccessLog>,
     logs: Option<Arc<dyn LogControl>>,
     next_id: AtomicU64,
@@ -55,11 +58,42 @@ impl Telemetry {
     ) -> Telemetry {
         Telemetry {
             tracing,
-            ratio: ratio.clamp(0.0, 1.0),
+            ratio: AtomicU64::new(ratio.clamp(0.0, 1.0).to_bits()),
+            rate: AtomicU64::new(if ratio > 0.0 {
+                (1.0 / ratio.min(1.0)).round() as u64
+            } else {
+                1000 // Triton's default
+            }),
             access,
             logs,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Whether traces are exported at all (an OTLP endpoint is configured).
+    pub fn exports_traces(&self) -> bool {
+        self.tracing
+    }
+
+    /// Share of requests without a caller decision that are traced.
+    pub fn sample_ratio(&self) -> f64 {
+        f64::from_bits(self.ratio.load(Ordering::Relaxed))
+    }
+
+    /// Triton's view of sampling: whether it is on, and one request in how many.
+    pub fn trace_rate(&self) -> (bool, u64) {
+        (
+            self.sample_ratio() > 0.0,
+            self.rate.load(Ordering::Relaxed).max(1),
+        )
+    }
+
+    /// Samples one request in `rate` when `on`, none otherwise (callers' decisions still hold).
+    pub fn set_trace_rate(&self, on: bool, rate: u64) {
+        let rate = rate.max(1);
+        self.rate.store(rate, Ordering::Relaxed);
+        let ratio = if on { 1.0 / rate as f64 } else { 0.0 };
+        self.ratio.store(ratio.to_bits(), Ordering::Relaxed);
     }
 
     pub fn logs(&self) -> Option<&dyn LogControl> {
@@ -95,7 +129,8 @@ impl Telemetry {
         principal: &str,
         carrier: &dyn Extractor,
     ) -> Option<Span> {
-        if !self.tracing || (self.ratio == 0.0 && carrier.get("traceparent").is_none()) {
+        let ratio = self.sample_ratio();
+        if !self.tracing || (ratio == 0.0 && carrier.get("traceparent").is_none()) {
             return None;
         }
         let parent = TraceContextPropagator::new().extract(carrier);
@@ -103,7 +138,7 @@ impl Telemetry {
         let sampled = if caller.is_valid() {
             caller.is_sampled()
         } else {
-            self.ratio > 0.0 && random_unit() < self.ratio
+            ratio > 0.0 && random_unit() < ratio
         };
         if !sampled {
             return None;

@@ -209,11 +209,13 @@ impl Lookup {
                 name: self.entity.clone(),
                 datatype: self.entity_type,
                 dims: vec![-1, 1],
+                label_filename: None,
             }],
             outputs: vec![TensorSpec {
                 name: "features".into(),
                 datatype: DataType::F32,
                 dims: vec![-1, self.features.len() as i64],
+                label_filename: None,
             }],
         };
         let cache = TtlCache::new(self.cache_ttl, self.cache_entries);

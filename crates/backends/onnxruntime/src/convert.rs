@@ -18,6 +18,7 @@ pub fn signature(session: &Session) -> Result<ModelSignature, String> {
                     datatype: datatype(*ty)
                         .map_err(|e| format!("{kind} '{}': {e}", o.name()))?,
                     dims: shape.iter().copied().collect(),
+                    label_filename: None,
                 }),
                 other => Err(format!(
                     "{kind} '{}' is a {other}; the protocol carries tensors only (export \

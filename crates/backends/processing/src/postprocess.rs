@@ -109,6 +109,7 @@ impl Backend for PostprocessBackend {
             name: name.into(),
             datatype,
             dims,
+            label_filename: None,
         };
         let mut outputs = match op {
             Op::Softmax | Op::Sigmoid => vec![spec("probabilities", DataType::F32, vec![-1, -1])],

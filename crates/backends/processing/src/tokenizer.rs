@@ -106,6 +106,7 @@ impl Backend for TokenizerBackend {
             name: name.into(),
             datatype: DataType::I64,
             dims: vec![-1, -1],
+            label_filename: None,
         };
         let mut outputs = vec![ids("input_ids"), ids("attention_mask")];
         if type_ids {
@@ -119,6 +120,7 @@ impl Backend for TokenizerBackend {
                     name: "text".into(),
                     datatype: DataType::Bytes,
                     dims: vec![-1, 1],
+                    label_filename: None,
                 }],
                 outputs,
             },

@@ -22,8 +22,10 @@ impl Backend for TractBackend {
         "tract"
     }
 
+    /// Triton's name for ONNX models, which clients (perf_analyzer, model analyzer) look for;
+    /// the backend field says tract.
     fn platform(&self) -> &'static str {
-        "onnx"
+        "onnxruntime_onnx"
     }
 
     fn accepts(&self, version_dir: &Path, config: &ModelConfig) -> bool {

@@ -187,6 +187,7 @@ pub fn resolved(graph: &DeclaredGraph, typed: &TypedModel) -> Result<ModelSignat
             name: i.name.clone(),
             datatype: i.datatype,
             dims: dims_of(&i.dims),
+            label_filename: None,
         })
         .collect();
     let outputs = graph
@@ -210,6 +211,7 @@ pub fn resolved(graph: &DeclaredGraph, typed: &TypedModel) -> Result<ModelSignat
                 name: declared.name.clone(),
                 datatype,
                 dims,
+                label_filename: None,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

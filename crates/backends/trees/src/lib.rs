@@ -78,11 +78,13 @@ impl Backend for TreeBackend {
                 name: "input".into(),
                 datatype: DataType::F32,
                 dims: vec![-1, forest.features as i64],
+                label_filename: None,
             }],
             outputs: vec![TensorSpec {
                 name: "predictions".into(),
                 datatype: DataType::F32,
                 dims: outputs,
+                label_filename: None,
             }],
         };
         tracing::debug!(path = %path.display(), trees = forest.tree_count(), "tree model ready");

@@ -124,6 +124,7 @@ impl GrpcClient {
                         datatype: t.datatype.parse().map_err(|e| format!("{e}"))?,
                         name: t.name,
                         dims,
+                        label_filename: None,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()

@@ -66,20 +66,20 @@ fn typed(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, String>
     })
 }
 
-/// The runtime request, its id, and whether the client sent raw contents (answered in kind).
-pub fn request(mut wire: pb::ModelInferRequest) -> Result<Decoded<bool>, Rejected> {
+/// The runtime request and its id (answers are raw whatever the request used).
+pub fn request(mut wire: pb::ModelInferRequest) -> Result<Decoded<()>, Rejected> {
     let id = std::mem::take(&mut wire.id);
     match decode(wire) {
-        Ok((request, raw)) => Ok(Decoded {
+        Ok(request) => Ok(Decoded {
             request,
             id,
-            format: raw,
+            format: (),
         }),
         Err(e) => Err(e.of(&id)),
     }
 }
 
-fn decode(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), ApiError> {
+fn decode(wire: pb::ModelInferRequest) -> Result<InferRequest, ApiError> {
     let use_raw = !wire.raw_input_contents.is_empty();
     if use_raw && wire.raw_input_contents.len() != wire.inputs.len() {
         return Err(ApiError::bad_request(format!(
@@ -119,16 +119,25 @@ fn decode(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), ApiError>
             tensor,
         });
     }
+    let mut classification = std::collections::BTreeMap::new();
     let outputs = if wire.outputs.is_empty() {
         None
     } else {
         let mut names = Vec::with_capacity(wire.outputs.len());
         for output in wire.outputs {
-            if output.parameters.contains_key("classification") {
-                return Err(ApiError::bad_request(format!(
-                    "output '{}': the classification extension is not supported yet",
-                    output.name
-                )));
+            if let Some(k) = output.parameters.get("classification") {
+                let count = match k.parameter_choice {
+                    Some(ParameterChoice::Int64Param(k)) if k >= 1 => k as usize,
+                    Some(ParameterChoice::Uint64Param(k)) if k >= 1 => k as usize,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "output '{}': classification must be an integer parameter of at \
+                             least 1, the number of classes wanted",
+                            output.name
+                        )));
+                    }
+                };
+                classification.insert(output.name.clone(), count);
             }
             names.push(output.name);
         }
@@ -138,43 +147,14 @@ fn decode(wire: pb::ModelInferRequest) -> Result<(InferRequest, bool), ApiError>
         parameters: parameters(wire.parameters)?,
         inputs,
         outputs,
+        classification,
     };
-    Ok((request, use_raw))
+    Ok(request)
 }
 
-fn contents(data: TensorData) -> pb::InferTensorContents {
-    let mut c = pb::InferTensorContents::default();
-    match data {
-        TensorData::Bool(v) => c.bool_contents = v,
-        TensorData::I8(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
-        TensorData::I16(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
-        TensorData::I32(v) => c.int_contents = v,
-        TensorData::I64(v) => c.int64_contents = v,
-        TensorData::U8(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
-        TensorData::U16(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
-        TensorData::U32(v) => c.uint_contents = v,
-        TensorData::U64(v) => c.uint64_contents = v,
-        TensorData::F32(v) => c.fp32_contents = v,
-        TensorData::F64(v) => c.fp64_contents = v,
-        TensorData::Bytes(v) => c.bytes_contents = v,
-        // Callers send half floats raw; see `response`.
-        TensorData::F16(_) | TensorData::BF16(_) => {}
-    }
-    c
-}
-
-/// The wire response: raw contents (the backend's buffers) when the request was raw, or when an
-/// output (FP16, BF16) has no typed field; typed contents otherwise.
-pub fn response(
-    context: &RequestContext,
-    response: InferResponse,
-    use_raw: bool,
-) -> pb::ModelInferResponse {
-    let use_raw = use_raw
-        || response
-            .outputs
-            .iter()
-            .any(|o| matches!(o.tensor.datatype(), DataType::F16 | DataType::BF16));
+/// The wire response, always in raw contents (the backend's buffers), as Triton answers whatever
+/// the request used: clients index into `raw_output_contents`.
+pub fn response(context: &RequestContext, response: InferResponse) -> pb::ModelInferResponse {
     let mut wire = pb::ModelInferResponse {
         model_name: response.model_name,
         model_version: response.model_version.to_string(),
@@ -182,18 +162,14 @@ pub fn response(
         ..Default::default()
     };
     for NamedTensor { name, tensor } in response.outputs {
-        let mut output = pb::model_infer_response::InferOutputTensor {
-            name,
-            datatype: tensor.datatype().as_str().to_string(),
-            shape: tensor.shape().iter().map(|d| *d as i64).collect(),
-            ..Default::default()
-        };
-        if use_raw {
-            wire.raw_output_contents.push(tensor.to_bytes());
-        } else {
-            output.contents = Some(contents(tensor.data()));
-        }
-        wire.outputs.push(output);
+        wire.outputs
+            .push(pb::model_infer_response::InferOutputTensor {
+                name,
+                datatype: tensor.datatype().as_str().to_string(),
+                shape: tensor.shape().iter().map(|d| *d as i64).collect(),
+                ..Default::default()
+            });
+        wire.raw_output_contents.push(tensor.to_bytes());
     }
     wire
 }
@@ -245,7 +221,6 @@ mod tests {
             a.request.inputs[0].tensor.data(),
             TensorData::I16(vec![1, -2])
         );
-        assert!(!a.format && b.format);
     }
 
     #[test]
@@ -293,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn half_floats_force_raw_answers() {
+    fn answers_are_raw() {
         let tensor = Tensor::new(vec![1], TensorData::F16(vec![half::f16::ONE])).unwrap();
         let resp = InferResponse {
             route: String::new(),
@@ -306,7 +281,7 @@ mod tests {
         };
         let mut context = RequestContext::new(inferd_runtime::Protocol::Grpc);
         context.set_id("a", String::new);
-        let wire = response(&context, resp, false);
+        let wire = response(&context, resp);
         assert_eq!(
             wire.raw_output_contents,
             vec![bytes::Bytes::from_static(&[0x00, 0x3c])]

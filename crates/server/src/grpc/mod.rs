@@ -15,6 +15,7 @@ use inferd_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
 
 /// HTTP/2 streams (concurrent calls) one connection may have open.
 pub const MAX_STREAMS: u32 = 1024;
@@ -53,9 +54,15 @@ pub async fn serve_grpc(
             },
         ),
     )
-    // Our own layer enforces the limit with RESOURCE_EXHAUSTED; tonic's would say OUT_OF_RANGE.
-    .max_decoding_message_size(usize::MAX)
-    .max_encoding_message_size(usize::MAX);
+    // Our own layer enforces the limit on what arrives (RESOURCE_EXHAUSTED); tonic's catches
+    // a compressed message that inflates past it.
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(usize::MAX)
+    // Compressed requests, gzip or deflate. Answers stay plain, as Triton's by default: every
+    // gRPC client advertises gzip in grpc-accept-encoding, and compressing each answer for it
+    // would cost CPU on every call that never asked.
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Deflate);
     let health = tonic_health::pb::health_server::HealthServer::new(health::HealthService::new(
         runtime, config,
     ));

@@ -62,7 +62,7 @@ async fn infer(
             access,
             &Metadata(metadata),
             decode,
-            convert::response,
+            |context, response, ()| convert::response(context, response),
         )
         .await
         .map_err(Status::from)
@@ -101,6 +101,68 @@ type InferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
+    async fn log_settings(
+        &self,
+        request: Request<pb::LogSettingsRequest>,
+    ) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        use crate::settings::log::{self, Update, Value};
+        use pb::log_settings_request::setting_value::ParameterChoice as In;
+        use pb::log_settings_response::setting_value::ParameterChoice as Out;
+        let telemetry = &self.pipeline.telemetry;
+        let settings = request.into_inner().settings;
+        if !settings.is_empty() {
+            let mut update = Update::default();
+            for (name, value) in settings {
+                let value = match value.parameter_choice {
+                    Some(In::BoolParam(b)) => Value::Bool(b),
+                    Some(In::Uint32Param(v)) => Value::U32(v),
+                    Some(In::StringParam(t)) => Value::Text(t),
+                    None => continue,
+                };
+                update.set(&name, value)?;
+            }
+            update.apply(telemetry)?;
+        }
+        let settings = log::current(telemetry)
+            .into_iter()
+            .map(|(name, value)| {
+                let choice = match value {
+                    Value::Bool(b) => Out::BoolParam(b),
+                    Value::U32(v) => Out::Uint32Param(v),
+                    Value::Text(t) => Out::StringParam(t),
+                };
+                let value = pb::log_settings_response::SettingValue {
+                    parameter_choice: Some(choice),
+                };
+                (name.to_string(), value)
+            })
+            .collect();
+        Ok(Response::new(pb::LogSettingsResponse { settings }))
+    }
+
+    async fn trace_setting(
+        &self,
+        request: Request<pb::TraceSettingRequest>,
+    ) -> Result<Response<pb::TraceSettingResponse>, Status> {
+        use crate::settings::trace;
+        let telemetry = &self.pipeline.telemetry;
+        let request = request.into_inner();
+        let updates: Vec<(String, Vec<String>)> = request
+            .settings
+            .into_iter()
+            .map(|(name, value)| (name, value.value))
+            .collect();
+        trace::apply(telemetry, Some(&request.model_name), &updates)?;
+        let settings = trace::current(telemetry)
+            .into_iter()
+            .map(|(name, value)| {
+                let value = pb::trace_setting_response::SettingValue { value };
+                (name.to_string(), value)
+            })
+            .collect();
+        Ok(Response::new(pb::TraceSettingResponse { settings }))
+    }
+
     async fn server_live(
         &self,
         _: Request<pb::ServerLiveRequest>,

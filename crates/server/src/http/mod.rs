@@ -1,6 +1,7 @@
 //! The V2 REST front end (axum).
 
 mod body;
+mod fallback;
 mod health;
 mod infer;
 mod limit;
@@ -8,6 +9,7 @@ mod logging;
 mod models;
 mod repository;
 mod streams;
+mod trace;
 mod traffic;
 
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use inferd_runtime::Runtime;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::auth::Auth;
 use crate::pipeline::Pipeline;
@@ -94,6 +98,11 @@ pub fn router(
         .route("/v2/models/{model}/rollout/{action}", post(traffic::act))
         .route("/v2/models/{model}/history", get(traffic::history))
         .route("/v2/logging", get(logging::get).post(logging::post))
+        .route("/v2/trace/setting", get(trace::get).post(trace::post))
+        .route(
+            "/v2/models/{model}/trace/setting",
+            get(trace::get_model).post(trace::post_model),
+        )
         .route("/v2/streams", get(streams::list))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
@@ -101,9 +110,15 @@ pub fn router(
             "/v2/repository/models/{model}/unload",
             post(repository::unload),
         )
+        .fallback(fallback::unknown_route)
+        .method_not_allowed_fallback(fallback::wrong_method)
         // The limit layer caps bodies; readers answer 413 in the protocol's shape.
         .layer(middleware::from_fn_with_state(limit, limit::cap_body))
+        // Outside the cap, so the cap counts what a gzip or deflate body inflates to.
+        .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
         .layer(DefaultBodyLimit::disable())
+        // Answers compressed when the client accepts it (Accept-Encoding), as Triton does.
+        .layer(CompressionLayer::new().gzip(true).deflate(true))
         // Before anything reads the body; refusals are still counted.
         .layer(middleware::from_fn_with_state(
             auth,

@@ -171,7 +171,7 @@ impl ModelConfiguration {
                 name: t.name.clone(),
                 data_type: t.datatype,
                 dims: t.dims.clone(),
-                label_filename: String::new(),
+                label_filename: t.label_filename.clone().unwrap_or_default(),
                 is_shape_tensor: false,
             })
             .collect();

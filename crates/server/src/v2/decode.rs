@@ -228,16 +228,21 @@ fn decode_parsed(
         all_binary: flag(&parsed.parameters, "binary_data_output")?.unwrap_or(false),
         binary: HashMap::new(),
     };
+    let mut classification = std::collections::BTreeMap::new();
     let outputs = match parsed.outputs {
         None => None,
         Some(outputs) => {
             let mut names = Vec::with_capacity(outputs.len());
             for output in outputs {
-                if output.parameters.contains_key("classification") {
-                    return Err(ApiError::bad_request(format!(
-                        "output '{}': the classification extension is not supported yet",
-                        output.name
-                    )));
+                if let Some(k) = output.parameters.get("classification") {
+                    let count = k.as_u64().filter(|k| *k >= 1).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "output '{}': classification is {k}; give the number of classes \
+                             wanted, at least 1",
+                            output.name
+                        ))
+                    })?;
+                    classification.insert(output.name.clone(), count as usize);
                 }
                 if let Some(binary) = flag(&output.parameters, "binary_data")? {
                     format.binary.insert(output.name.clone(), binary);
@@ -251,6 +256,7 @@ fn decode_parsed(
         parameters: parameters(&parsed.parameters)?,
         inputs,
         outputs,
+        classification,
     };
     Ok(Decoded {
         request,

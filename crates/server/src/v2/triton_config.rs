@@ -198,6 +198,11 @@ fn tensors(object: &Map<String, Value>, key: &str) -> Result<Vec<TensorSpec>, St
                 name: name.to_string(),
                 datatype,
                 dims: dims(t.get("dims"), &format!("{key} '{name}' dims"))?,
+                label_filename: t
+                    .get("label_filename")
+                    .and_then(Value::as_str)
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string),
             })
         })
         .collect()
