@@ -36,6 +36,16 @@ def server(tmp_path_factory):
     (labeled / "labels.txt").write_text("\n".join(SPECIES) + "\n")
     (labeled / "config.toml").write_text(
         'outputs = [{ name = "probabilities", datatype = "FP32", dims = [3], label_filename = "labels.txt" }]\n')
+    # An image model (identity over NCHW images), for Triton's input format in its config.
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "image",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 2, 2])])
+    image = tmp / "repo" / "image"
+    (image / "1").mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), image / "1" / "model.onnx")
+    (image / "config.toml").write_text('inputs = [{ name = "x", datatype = "FP32", dims = [3, 2, 2], format = "NCHW" }]\n')
     # An OTLP endpoint nothing listens on: traces are on (and dropped), so the settings apply.
     srv = Server(tmp / "repo", tmp / "wire.log", "--otlp-endpoint", "http://127.0.0.1:9", "--trace-sample-ratio", "0")
     yield srv
@@ -195,3 +205,16 @@ def test_the_config_carries_label_filename(server):
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
         outputs = {o.name: o for o in c.get_model_config("iris_labeled").config.output}
         assert outputs["probabilities"].label_filename == "labels.txt"
+
+
+def test_the_config_carries_the_input_format(server):
+    from tritonclient.grpc import model_config_pb2
+    with httpclient.InferenceServerClient(server.url) as c:
+        assert c.get_model_config("image")["input"][0]["format"] == "FORMAT_NCHW"
+        assert c.get_model_config("iris_logreg")["input"][0]["format"] == "FORMAT_NONE"
+        x = httpclient.InferInput("x", [1, 3, 2, 2], "FP32")
+        data = np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)
+        x.set_data_from_numpy(data)
+        np.testing.assert_array_equal(c.infer("image", [x]).as_numpy("y"), data)
+    with grpcclient.InferenceServerClient(server.grpc_url) as c:
+        assert c.get_model_config("image").config.input[0].format == model_config_pb2.ModelInput.FORMAT_NCHW

@@ -26,6 +26,7 @@ impl Doubler {
                     datatype: DataType::F32,
                     dims: vec![2],
                     label_filename: None,
+                    format: None,
                 }],
                 outputs: vec![],
             },

@@ -387,6 +387,7 @@ fn specs(
                     dims
                 },
                 label_filename: None,
+                format: None,
             })
         })
         .collect()

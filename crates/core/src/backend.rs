@@ -15,6 +15,40 @@ pub struct TensorSpec {
     /// directory, one label per line, line i for class i (the classification extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_filename: Option<String>,
+    /// config.toml only (Triton's `format`, on inputs): how an image input's dimensions are
+    /// laid out, for clients that prepare images; the server does not reorder anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<TensorFormat>,
+}
+
+/// Triton's input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TensorFormat {
+    None,
+    Nhwc,
+    Nchw,
+}
+
+impl TensorFormat {
+    /// As Triton's model configuration names it.
+    pub fn triton_name(self) -> &'static str {
+        match self {
+            TensorFormat::None => "FORMAT_NONE",
+            TensorFormat::Nhwc => "FORMAT_NHWC",
+            TensorFormat::Nchw => "FORMAT_NCHW",
+        }
+    }
+
+    /// From Triton's name (`FORMAT_NCHW`) or config.toml's (`NCHW`).
+    pub fn parse(name: &str) -> Option<TensorFormat> {
+        match name.strip_prefix("FORMAT_").unwrap_or(name) {
+            "NONE" => Some(TensorFormat::None),
+            "NHWC" => Some(TensorFormat::Nhwc),
+            "NCHW" => Some(TensorFormat::Nchw),
+            _ => None,
+        }
+    }
 }
 
 /// What a loaded model takes and returns, with full shapes (batch dimension included).

@@ -3,7 +3,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, ConfigText, ENSEMBLE_PLATFORM, EnsembleConfig, TensorSpec};
+use crate::{ConfigError, ConfigText, ENSEMBLE_PLATFORM, EnsembleConfig, TensorFormat, TensorSpec};
 
 /// Name of the optional per-model configuration file, beside the version directories.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -300,6 +300,23 @@ impl ModelConfig {
                 if specs[..i].iter().any(|s| s.name == spec.name) {
                     return Err(format!("{kind} '{}' is declared twice", spec.name));
                 }
+                if kind == "output" && spec.format.is_some() {
+                    return Err(format!(
+                        "output '{}' has a format: formats describe inputs",
+                        spec.name
+                    ));
+                }
+                if matches!(spec.format, Some(TensorFormat::Nhwc | TensorFormat::Nchw))
+                    && spec.dims.len() != 3
+                {
+                    return Err(format!(
+                        "input '{}' is an image (format {}) but has {} dims; an image has 3 \
+                         (channels, height and width, the batch dimension left out)",
+                        spec.name,
+                        spec.format.map_or("", |f| f.triton_name()),
+                        spec.dims.len()
+                    ));
+                }
                 if kind == "input" && spec.label_filename.is_some() {
                     return Err(format!(
                         "input '{}' has a label_filename: labels belong to outputs",
@@ -446,6 +463,23 @@ mod tests {
         let input =
             r#"inputs = [{ name = "x", datatype = "FP32", dims = [3], label_filename = "l.txt" }]"#;
         assert!(ModelConfig::parse_toml(input).is_err());
+    }
+
+    #[test]
+    fn image_formats_describe_three_dimensional_inputs() {
+        let input = |format: &str, dims: &str| {
+            format!(
+                r#"inputs = [{{ name = "x", datatype = "FP32", dims = {dims}, format = "{format}" }}]"#
+            )
+        };
+        let config = ModelConfig::parse_toml(&input("NCHW", "[3, 224, 224]")).unwrap();
+        assert_eq!(config.inputs[0].format, Some(TensorFormat::Nchw));
+        assert!(ModelConfig::parse_toml(&input("NONE", "[4]")).is_ok());
+        assert!(ModelConfig::parse_toml(&input("NHWC", "[4]")).is_err());
+        assert!(ModelConfig::parse_toml(&input("CHW", "[3, 2, 2]")).is_err());
+        let output =
+            r#"outputs = [{ name = "y", datatype = "FP32", dims = [3, 2, 2], format = "NCHW" }]"#;
+        assert!(ModelConfig::parse_toml(output).is_err());
     }
 
     #[test]

@@ -144,6 +144,7 @@ mod tests {
             datatype: DataType::F32,
             dims: vec![4],
             label_filename: None,
+            format: None,
         }
     }
 

@@ -10,7 +10,7 @@ mod instances;
 mod tensor;
 mod traffic;
 
-pub use backend::{Backend, LoadedModel, ModelSignature, TensorSpec};
+pub use backend::{Backend, LoadedModel, ModelSignature, TensorFormat, TensorSpec};
 pub use config::{
     AuditConfig, AuditPayloads, CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching,
     MAX_INSTANCES, ModelConfig, VersionPolicy, Warmup, WarmupData,

@@ -197,6 +197,7 @@ mod tests {
             datatype,
             dims: dims.to_vec(),
             label_filename: None,
+            format: None,
         }
     }
 

@@ -210,12 +210,14 @@ impl Lookup {
                 datatype: self.entity_type,
                 dims: vec![-1, 1],
                 label_filename: None,
+                format: None,
             }],
             outputs: vec![TensorSpec {
                 name: "features".into(),
                 datatype: DataType::F32,
                 dims: vec![-1, self.features.len() as i64],
                 label_filename: None,
+                format: None,
             }],
         };
         let cache = TtlCache::new(self.cache_ttl, self.cache_entries);

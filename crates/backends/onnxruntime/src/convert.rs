@@ -19,6 +19,7 @@ pub fn signature(session: &Session) -> Result<ModelSignature, String> {
                         .map_err(|e| format!("{kind} '{}': {e}", o.name()))?,
                     dims: shape.iter().copied().collect(),
                     label_filename: None,
+                    format: None,
                 }),
                 other => Err(format!(
                     "{kind} '{}' is a {other}; the protocol carries tensors only (export \

@@ -110,6 +110,7 @@ impl Backend for PostprocessBackend {
             datatype,
             dims,
             label_filename: None,
+            format: None,
         };
         let mut outputs = match op {
             Op::Softmax | Op::Sigmoid => vec![spec("probabilities", DataType::F32, vec![-1, -1])],

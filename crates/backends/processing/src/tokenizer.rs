@@ -107,6 +107,7 @@ impl Backend for TokenizerBackend {
             datatype: DataType::I64,
             dims: vec![-1, -1],
             label_filename: None,
+            format: None,
         };
         let mut outputs = vec![ids("input_ids"), ids("attention_mask")];
         if type_ids {
@@ -121,6 +122,7 @@ impl Backend for TokenizerBackend {
                     datatype: DataType::Bytes,
                     dims: vec![-1, 1],
                     label_filename: None,
+                    format: None,
                 }],
                 outputs,
             },

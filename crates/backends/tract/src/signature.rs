@@ -188,6 +188,7 @@ pub fn resolved(graph: &DeclaredGraph, typed: &TypedModel) -> Result<ModelSignat
             datatype: i.datatype,
             dims: dims_of(&i.dims),
             label_filename: None,
+            format: None,
         })
         .collect();
     let outputs = graph
@@ -212,6 +213,7 @@ pub fn resolved(graph: &DeclaredGraph, typed: &TypedModel) -> Result<ModelSignat
                 datatype,
                 dims,
                 label_filename: None,
+                format: None,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

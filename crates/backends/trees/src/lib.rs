@@ -79,12 +79,14 @@ impl Backend for TreeBackend {
                 datatype: DataType::F32,
                 dims: vec![-1, forest.features as i64],
                 label_filename: None,
+                format: None,
             }],
             outputs: vec![TensorSpec {
                 name: "predictions".into(),
                 datatype: DataType::F32,
                 dims: outputs,
                 label_filename: None,
+                format: None,
             }],
         };
         tracing::debug!(path = %path.display(), trees = forest.tree_count(), "tree model ready");

@@ -125,6 +125,7 @@ impl GrpcClient {
                         name: t.name,
                         dims,
                         label_filename: None,
+                        format: None,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()

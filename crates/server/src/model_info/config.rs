@@ -157,7 +157,7 @@ impl ModelConfiguration {
             .map(|t| Input {
                 name: t.name.clone(),
                 data_type: t.datatype,
-                format: "FORMAT_NONE",
+                format: t.format.map_or("FORMAT_NONE", |f| f.triton_name()),
                 dims: t.dims.clone(),
                 is_shape_tensor: false,
                 allow_ragged_batch: false,

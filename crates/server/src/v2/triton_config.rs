@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use inferd_core::{
-    DynamicBatching, ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep, ModelConfig, TensorSpec,
-    VersionPolicy, Warmup, WarmupData,
+    DynamicBatching, ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep, ModelConfig, TensorFormat,
+    TensorSpec, VersionPolicy, Warmup, WarmupData,
 };
 use serde_json::{Map, Value};
 
@@ -203,6 +203,14 @@ fn tensors(object: &Map<String, Value>, key: &str) -> Result<Vec<TensorSpec>, St
                     .and_then(Value::as_str)
                     .filter(|f| !f.is_empty())
                     .map(str::to_string),
+                format: match t.get("format").and_then(Value::as_str) {
+                    None => None,
+                    Some(f) => Some(TensorFormat::parse(f).ok_or_else(|| {
+                        format!(
+                            "{key} '{name}' format {f}: FORMAT_NONE, FORMAT_NHWC or FORMAT_NCHW"
+                        )
+                    })?),
+                },
             })
         })
         .collect()
