@@ -3,7 +3,8 @@
 Triton's two-model example shape (tests/fixtures/pipelines/iris_classes: iris_logreg -> iris_top2,
 the 4 features in, the 2 likeliest species out):
 
-  1. perf_analyzer (gRPC, c=1 and c=16) on the ensemble and on each step model alone: infer/s,
+  1. perf_analyzer (gRPC, c=1 and c=16) on the ensemble, on each step model alone, and on the
+     protocol floor (bench/floor: a do-nothing V2 echo server on the same crates): infer/s,
      p50/p99 and server CPU-us per inference (/proc/<pid>/stat over the call, divided by the
      inferences the server counted for that model). Calling the steps one by one costs at least
      the sum of the steps' latencies and CPU; the difference to the ensemble is its overhead
@@ -11,7 +12,7 @@ the 4 features in, the 2 likeliest species out):
   2. the same client code (tritonclient gRPC, threads) running the pipeline as one ensemble
      call, and as two calls chained in the client (probabilities back, then on to iris_top2).
 
-    cargo build --release -p inferd
+    cargo build --release -p inferd -p inferd-floor
     bench/get_perf_analyzer.sh
     .venv/bin/python bench/pipelines.py [--seconds 10]
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from request_path import INFERD, ROOT, TICK_US, cpu_ticks, inferences, perf, start
+from request_path import FLOOR, INFERD, ROOT, TICK_US, cpu_ticks, inferences, perf, start
 
 FIXTURES = ROOT / "tests" / "fixtures"
 X = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
@@ -95,6 +96,7 @@ def main():
         repo = Path(tmp) / "repo"
         repository(repo)
         server = start("inferd", INFERD, repo)
+        floor = start("floor", FLOOR, None)
         try:
             print("1. perf_analyzer, gRPC (infer/s, p50 us, p99 us, server CPU-us/inference)")
             for c in (1, 16):
@@ -102,11 +104,13 @@ def main():
                     "ensemble iris_classes": perf(server, "iris_classes", "grpc", c, None),
                     "step iris_logreg alone": perf(server, "iris_logreg", "grpc", c, None),
                     "step iris_top2 alone": perf(server, "iris_top2", "grpc", c, "scores:3"),
+                    # The same 16 input bytes as iris's features, answered unchanged.
+                    "protocol floor (echo)": perf(floor, "echo", "grpc", c, "INPUT0:4"),
                 }
                 for label, r in rows.items():
                     if r:
                         print(f"  c={c:<2} {label:<24} {r[0]:9.0f}/s  p50 {r[1]:6d}  p99 {r[2]:6d}  cpu {r[3]:6.1f}")
-                ens, a, b = rows.values()
+                ens, a, b, _ = rows.values()
                 if ens and a and b:
                     print(f"  c={c:<2} per step, ensemble - steps alone: p50 {(ens[1] - a[1] - b[1]) / 2:+.0f} us, "
                           f"cpu {(ens[3] - a[3] - b[3]) / 2:+.1f} us; ensemble p50 / sum of steps' p50 "
@@ -123,6 +127,7 @@ def main():
             print(f"(the ensemble answered {total} requests in all)")
         finally:
             server.stop()
+            floor.stop()
 
 
 if __name__ == "__main__":

@@ -21,13 +21,7 @@ impl Doubler {
             model: ModelInfo {
                 name: "double".into(),
                 max_batch_size: 8,
-                inputs: vec![TensorSpec {
-                    name: "x".into(),
-                    datatype: DataType::F32,
-                    dims: vec![2],
-                    label_filename: None,
-                    format: None,
-                }],
+                inputs: vec![TensorSpec::new("x", DataType::F32, vec![2])],
                 outputs: vec![],
             },
             requests: AtomicU64::new(0),

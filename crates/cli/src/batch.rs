@@ -378,17 +378,15 @@ fn specs(
         .iter()
         .map(|t| {
             let dims = crate::wire::dims(t);
-            Ok(TensorSpec {
-                name: t["name"].as_str().unwrap_or_default().to_string(),
-                datatype: crate::wire::datatype(t)?,
-                dims: if drop_batch {
+            Ok(TensorSpec::new(
+                t["name"].as_str().unwrap_or_default(),
+                crate::wire::datatype(t)?,
+                if drop_batch {
                     dims.get(1..).unwrap_or_default().to_vec()
                 } else {
                     dims
                 },
-                label_filename: None,
-                format: None,
-            })
+            ))
         })
         .collect()
 }

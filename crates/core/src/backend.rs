@@ -21,6 +21,19 @@ pub struct TensorSpec {
     pub format: Option<TensorFormat>,
 }
 
+impl TensorSpec {
+    /// A tensor as a model declares it: the config-only fields (labels, format) unset.
+    pub fn new(name: impl Into<String>, datatype: DataType, dims: Vec<i64>) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            dims,
+            label_filename: None,
+            format: None,
+        }
+    }
+}
+
 /// Triton's input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

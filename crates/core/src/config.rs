@@ -80,6 +80,14 @@ pub enum AuditPayloads {
 pub const MAX_INSTANCES: u32 = 256;
 
 /// A relative path made only of normal components.
+/// A labels file of a model directory (Triton's `label_filename`, the post-processing step's
+/// `labels`): one label per line, line i for class i.
+pub fn read_labels(path: &Path) -> Result<Vec<String>, String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_string).collect())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
 fn is_inside(path: &str) -> bool {
     let path = Path::new(path);
     !path.as_os_str().is_empty()

@@ -139,13 +139,7 @@ mod tests {
     use crate::DataType;
 
     fn spec(name: &str) -> TensorSpec {
-        TensorSpec {
-            name: name.into(),
-            datatype: DataType::F32,
-            dims: vec![4],
-            label_filename: None,
-            format: None,
-        }
+        TensorSpec::new(name, DataType::F32, vec![4])
     }
 
     fn step(model: &str, inputs: &[(&str, &str)], outputs: &[(&str, &str)]) -> EnsembleStep {

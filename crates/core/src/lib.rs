@@ -13,7 +13,7 @@ mod traffic;
 pub use backend::{Backend, LoadedModel, ModelSignature, TensorFormat, TensorSpec};
 pub use config::{
     AuditConfig, AuditPayloads, CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching,
-    MAX_INSTANCES, ModelConfig, VersionPolicy, Warmup, WarmupData,
+    MAX_INSTANCES, ModelConfig, VersionPolicy, Warmup, WarmupData, read_labels,
 };
 pub use datatype::DataType;
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep};

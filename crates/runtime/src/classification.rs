@@ -62,27 +62,29 @@ pub(crate) fn apply(
     Ok(response)
 }
 
-/// Each element as a number to rank by and its text.
-fn scored(data: TensorData) -> Result<Vec<(f64, String)>, String> {
-    fn ints<T: Copy + Into<f64> + ToString>(v: Vec<T>) -> Vec<(f64, String)> {
-        v.into_iter().map(|x| (x.into(), x.to_string())).collect()
+/// The elements as numbers to rank by, and for integer types their exact values (written as
+/// they are; floats are written `%f`).
+fn ranked(data: TensorData) -> Result<(Vec<f64>, Option<Vec<i128>>), String> {
+    fn ints<T: Copy + Into<i128>>(v: Vec<T>) -> (Vec<f64>, Option<Vec<i128>>) {
+        let exact: Vec<i128> = v.into_iter().map(Into::into).collect();
+        (exact.iter().map(|x| *x as f64).collect(), Some(exact))
     }
-    fn floats(v: impl IntoIterator<Item = f64>) -> Vec<(f64, String)> {
-        v.into_iter().map(|x| (x, format!("{x:.6}"))).collect()
+    fn floats<T: Copy + Into<f64>>(v: Vec<T>) -> (Vec<f64>, Option<Vec<i128>>) {
+        (v.into_iter().map(Into::into).collect(), None)
     }
     Ok(match data {
         TensorData::U8(v) => ints(v),
         TensorData::U16(v) => ints(v),
         TensorData::U32(v) => ints(v),
+        TensorData::U64(v) => ints(v),
         TensorData::I8(v) => ints(v),
         TensorData::I16(v) => ints(v),
         TensorData::I32(v) => ints(v),
-        TensorData::U64(v) => v.into_iter().map(|x| (x as f64, x.to_string())).collect(),
-        TensorData::I64(v) => v.into_iter().map(|x| (x as f64, x.to_string())).collect(),
-        TensorData::F16(v) => floats(v.into_iter().map(f64::from)),
-        TensorData::BF16(v) => floats(v.into_iter().map(f64::from)),
-        TensorData::F32(v) => floats(v.into_iter().map(f64::from)),
-        TensorData::F64(v) => floats(v),
+        TensorData::I64(v) => ints(v),
+        TensorData::F16(v) => floats(v),
+        TensorData::BF16(v) => floats(v),
+        TensorData::F32(v) => floats(v),
+        TensorData::F64(v) => (v, None),
         TensorData::Bool(_) | TensorData::Bytes(_) => {
             return Err("only numbers have classes".into());
         }
@@ -95,7 +97,12 @@ fn classify(
     batched: bool,
     labels: Option<&[String]>,
 ) -> Result<Tensor, String> {
-    let values = scored(tensor.data())?;
+    let (values, exact) = ranked(tensor.data())?;
+    // Only the kept classes are written out.
+    let text = |i: usize| match &exact {
+        Some(ints) => ints[i].to_string(),
+        None => format!("{:.6}", values[i]),
+    };
     let rows = if batched {
         tensor.shape().first().copied().unwrap_or(1)
     } else {
@@ -104,22 +111,22 @@ fn classify(
     let classes = values.len().checked_div(rows).unwrap_or(0);
     let kept = k.min(classes);
     let mut out = Vec::with_capacity(rows * kept);
-    for row in values.chunks(classes.max(1)).take(rows) {
-        let mut order: Vec<usize> = (0..row.len()).collect();
+    for row in 0..rows {
+        let scores = &values[row * classes..(row + 1) * classes];
+        let mut order: Vec<usize> = (0..classes).collect();
         // Stable: ties keep the lower index first; NaN ranks last.
         order.sort_by(|&a, &b| {
-            row[b]
-                .0
-                .partial_cmp(&row[a].0)
-                .unwrap_or_else(|| row[a].0.is_nan().cmp(&row[b].0.is_nan()))
+            scores[b]
+                .partial_cmp(&scores[a])
+                .unwrap_or_else(|| scores[a].is_nan().cmp(&scores[b].is_nan()))
         });
         for &i in order.iter().take(kept) {
-            let mut text = format!("{}:{i}", row[i].1);
+            let mut entry = format!("{}:{i}", text(row * classes + i));
             if let Some(label) = labels.and_then(|l| l.get(i)) {
-                text.push(':');
-                text.push_str(label);
+                entry.push(':');
+                entry.push_str(label);
             }
-            out.push(text.into_bytes());
+            out.push(entry.into_bytes());
         }
     }
     let shape = if batched {

@@ -94,15 +94,8 @@ impl ModelSpec {
             let Some(file) = &output.label_filename else {
                 continue;
             };
-            let path = model_dir.join(file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                format!(
-                    "output '{}' label_filename {}: cannot read it: {e}",
-                    output.name,
-                    path.display()
-                )
-            })?;
-            let labels: Vec<String> = text.lines().map(str::to_string).collect();
+            let labels = inferd_core::read_labels(&model_dir.join(file))
+                .map_err(|e| format!("output '{}' label_filename: {e}", output.name))?;
             self.labels.insert(output.name.clone(), labels.into());
         }
         Ok(())
@@ -192,13 +185,7 @@ mod tests {
     use inferd_core::DataType;
 
     fn spec(name: &str, datatype: DataType, dims: &[i64]) -> TensorSpec {
-        TensorSpec {
-            name: name.into(),
-            datatype,
-            dims: dims.to_vec(),
-            label_filename: None,
-            format: None,
-        }
+        TensorSpec::new(name, datatype, dims.to_vec())
     }
 
     fn iris() -> ModelSignature {

@@ -48,7 +48,7 @@ pub(crate) enum StoreError {
     Failed(String),
 }
 
-/// A feature store: one row per key, in order, with `columns` values each.
+/// A feature store: one row per key, in order, each with one value per feature, in order.
 pub(crate) trait Store: Send + Sync + 'static {
     fn fetch(&self, keys: &[EntityKey]) -> Result<Vec<Row>, StoreError>;
 }
@@ -205,20 +205,16 @@ impl Lookup {
 
     fn model(self, store: Box<dyn Store>) -> Box<dyn LoadedModel> {
         let signature = ModelSignature {
-            inputs: vec![TensorSpec {
-                name: self.entity.clone(),
-                datatype: self.entity_type,
-                dims: vec![-1, 1],
-                label_filename: None,
-                format: None,
-            }],
-            outputs: vec![TensorSpec {
-                name: "features".into(),
-                datatype: DataType::F32,
-                dims: vec![-1, self.features.len() as i64],
-                label_filename: None,
-                format: None,
-            }],
+            inputs: vec![TensorSpec::new(
+                self.entity.clone(),
+                self.entity_type,
+                vec![-1, 1],
+            )],
+            outputs: vec![TensorSpec::new(
+                "features",
+                DataType::F32,
+                vec![-1, self.features.len() as i64],
+            )],
         };
         let cache = TtlCache::new(self.cache_ttl, self.cache_entries);
         Box::new(LookupModel {
@@ -328,13 +324,6 @@ impl LoadedModel for LookupModel {
         let mut values = Vec::with_capacity(keys.len() * width);
         let columns: Vec<&str> = self.lookup.columns().collect();
         for (key, row) in keys.iter().zip(&rows) {
-            if row.len() != width {
-                return Err(fail(format!(
-                    "the feature store answered {} values for {}, not {width}",
-                    row.len(),
-                    key
-                )));
-            }
             for ((value, default), column) in row.iter().zip(&self.lookup.defaults).zip(&columns) {
                 match (value, default) {
                     (Ok(v), _) => values.push(*v),

@@ -13,14 +13,11 @@ pub fn signature(session: &Session) -> Result<ModelSignature, String> {
         outlets
             .iter()
             .map(|o| match o.dtype() {
-                ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
-                    name: o.name().to_string(),
-                    datatype: datatype(*ty)
-                        .map_err(|e| format!("{kind} '{}': {e}", o.name()))?,
-                    dims: shape.iter().copied().collect(),
-                    label_filename: None,
-                    format: None,
-                }),
+                ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec::new(
+                    o.name(),
+                    datatype(*ty).map_err(|e| format!("{kind} '{}': {e}", o.name()))?,
+                    shape.iter().copied().collect(),
+                )),
                 other => Err(format!(
                     "{kind} '{}' is a {other}; the protocol carries tensors only (export \
                      scikit-learn classifiers without ZipMap: skl2onnx options {{'zipmap': False}})",

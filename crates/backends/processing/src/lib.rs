@@ -8,10 +8,3 @@ mod tokenizer;
 
 pub use postprocess::PostprocessBackend;
 pub use tokenizer::TokenizerBackend;
-
-/// A model's text lines (a labels file), as BYTES elements.
-pub(crate) fn read_lines(path: &std::path::Path) -> Result<Vec<String>, String> {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().map(str::to_string).collect())
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
-}

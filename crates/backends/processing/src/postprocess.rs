@@ -102,16 +102,10 @@ impl Backend for PostprocessBackend {
             }
         };
         let labels = match config.parameter("labels") {
-            Some(file) => Some(crate::read_lines(&version_dir.join(file)).map_err(fail)?),
+            Some(file) => Some(inferd_core::read_labels(&version_dir.join(file)).map_err(fail)?),
             None => None,
         };
-        let spec = |name: &str, datatype, dims: Vec<i64>| TensorSpec {
-            name: name.into(),
-            datatype,
-            dims,
-            label_filename: None,
-            format: None,
-        };
+        let spec = TensorSpec::new;
         let mut outputs = match op {
             Op::Softmax | Op::Sigmoid => vec![spec("probabilities", DataType::F32, vec![-1, -1])],
             Op::Argmax => vec![spec("label", DataType::I64, vec![-1])],

@@ -102,13 +102,7 @@ impl Backend for TokenizerBackend {
             tokenizer.get_post_processor(),
             Some(PostProcessorWrapper::Bert(_) | PostProcessorWrapper::Template(_))
         );
-        let ids = |name: &str| TensorSpec {
-            name: name.into(),
-            datatype: DataType::I64,
-            dims: vec![-1, -1],
-            label_filename: None,
-            format: None,
-        };
+        let ids = |name: &str| TensorSpec::new(name, DataType::I64, vec![-1, -1]);
         let mut outputs = vec![ids("input_ids"), ids("attention_mask")];
         if type_ids {
             outputs.push(ids("token_type_ids"));
@@ -117,13 +111,7 @@ impl Backend for TokenizerBackend {
             tokenizer,
             add_special_tokens,
             signature: ModelSignature {
-                inputs: vec![TensorSpec {
-                    name: "text".into(),
-                    datatype: DataType::Bytes,
-                    dims: vec![-1, 1],
-                    label_filename: None,
-                    format: None,
-                }],
+                inputs: vec![TensorSpec::new("text", DataType::Bytes, vec![-1, 1])],
                 outputs,
             },
         }))

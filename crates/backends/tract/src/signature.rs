@@ -183,13 +183,7 @@ pub fn resolved(graph: &DeclaredGraph, typed: &TypedModel) -> Result<ModelSignat
     let inputs = graph
         .inputs
         .iter()
-        .map(|i| TensorSpec {
-            name: i.name.clone(),
-            datatype: i.datatype,
-            dims: dims_of(&i.dims),
-            label_filename: None,
-            format: None,
-        })
+        .map(|i| TensorSpec::new(i.name.clone(), i.datatype, dims_of(&i.dims)))
         .collect();
     let outputs = graph
         .outputs
@@ -208,13 +202,7 @@ pub fn resolved(graph: &DeclaredGraph, typed: &TypedModel) -> Result<ModelSignat
                 .iter()
                 .map(|d| d.as_i64().unwrap_or(-1))
                 .collect();
-            Ok(TensorSpec {
-                name: declared.name.clone(),
-                datatype,
-                dims,
-                label_filename: None,
-                format: None,
-            })
+            Ok(TensorSpec::new(declared.name.clone(), datatype, dims))
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(ModelSignature { inputs, outputs })

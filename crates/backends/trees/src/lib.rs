@@ -74,20 +74,12 @@ impl Backend for TreeBackend {
             vec![-1]
         };
         let signature = ModelSignature {
-            inputs: vec![TensorSpec {
-                name: "input".into(),
-                datatype: DataType::F32,
-                dims: vec![-1, forest.features as i64],
-                label_filename: None,
-                format: None,
-            }],
-            outputs: vec![TensorSpec {
-                name: "predictions".into(),
-                datatype: DataType::F32,
-                dims: outputs,
-                label_filename: None,
-                format: None,
-            }],
+            inputs: vec![TensorSpec::new(
+                "input",
+                DataType::F32,
+                vec![-1, forest.features as i64],
+            )],
+            outputs: vec![TensorSpec::new("predictions", DataType::F32, outputs)],
         };
         tracing::debug!(path = %path.display(), trees = forest.tree_count(), "tree model ready");
         Ok(Box::new(TreeModel { forest, signature }))

@@ -120,13 +120,8 @@ impl GrpcClient {
                     } else {
                         t.shape
                     };
-                    Ok(TensorSpec {
-                        datatype: t.datatype.parse().map_err(|e| format!("{e}"))?,
-                        name: t.name,
-                        dims,
-                        label_filename: None,
-                        format: None,
-                    })
+                    let datatype = t.datatype.parse().map_err(|e| format!("{e}"))?;
+                    Ok(TensorSpec::new(t.name, datatype, dims))
                 })
                 .collect::<Result<Vec<_>, String>>()
         };
