@@ -358,4 +358,58 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for Echo {
     ) -> Answer<pb::LogSettingsResponse> {
         Err(tonic::Status::unimplemented("the floor does not log"))
     }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: tonic::Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Answer<pb::SystemSharedMemoryStatusResponse> {
+        Err(tonic::Status::unimplemented(
+            "the floor has no shared memory",
+        ))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: tonic::Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Answer<pb::SystemSharedMemoryRegisterResponse> {
+        Err(tonic::Status::unimplemented(
+            "the floor has no shared memory",
+        ))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: tonic::Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Answer<pb::SystemSharedMemoryUnregisterResponse> {
+        Err(tonic::Status::unimplemented(
+            "the floor has no shared memory",
+        ))
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: tonic::Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Answer<pb::CudaSharedMemoryStatusResponse> {
+        Err(tonic::Status::unimplemented(
+            "the floor has no shared memory",
+        ))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: tonic::Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Answer<pb::CudaSharedMemoryRegisterResponse> {
+        Err(tonic::Status::unimplemented(
+            "the floor has no shared memory",
+        ))
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: tonic::Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Answer<pb::CudaSharedMemoryUnregisterResponse> {
+        Err(tonic::Status::unimplemented(
+            "the floor has no shared memory",
+        ))
+    }
 }

@@ -53,6 +53,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
     strict_readiness: bool,
 
+    /// Let local clients register system shared memory regions (Triton's extension) and pass
+    /// tensors through them: a process on this host hands the server memory to read and write.
+    #[arg(long, env = "INFERD_ALLOW_CLIENT_SHM")]
+    allow_client_shm: bool,
+
     /// Who decides what is loaded: `none` loads the whole repository at start; `poll` also
     /// rescans it every --repository-poll-secs and loads/unloads what changed; `explicit` loads
     /// only --load-model at start and then what the load/unload API asks for.
@@ -529,6 +534,7 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         streams: streams
             .clone()
             .map(|s| s as Arc<dyn inferd_server::StreamsView>),
+        shared_memory: Arc::new(inferd_server::shm::SharedMemory::new(args.allow_client_shm)),
     };
     let security = &args.security;
     let auth = security.auth(metrics.registry())?;

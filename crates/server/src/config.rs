@@ -13,6 +13,9 @@ pub struct ServerConfig {
     pub strict_readiness: bool,
     /// The stream consumers of this server, listed at `GET /v2/streams`.
     pub streams: Option<Arc<dyn StreamsView>>,
+    /// Registered system shared memory regions (refused unless `--allow-client-shm`); one set
+    /// for both protocols, as a client may register over one and infer over the other.
+    pub shared_memory: Arc<crate::shm::SharedMemory>,
 }
 
 /// What `GET /v2/streams` shows: implemented by the stream front end.
@@ -27,6 +30,7 @@ impl Default for ServerConfig {
             max_message_bytes: 64 << 20,
             strict_readiness: true,
             streams: None,
+            shared_memory: Arc::default(),
         }
     }
 }
@@ -42,6 +46,7 @@ pub const EXTENSIONS: &[&str] = &[
     "statistics",
     "logging",
     "trace",
+    "system_shared_memory",
 ];
 
 /// Server readiness under `config`, with what is not ready and why.

@@ -25,6 +25,14 @@ impl ApiError {
         ApiError::new(ErrorKind::InvalidArgument, message)
     }
 
+    /// The same error, its message prefixed with what it is about (`input 'x'`).
+    pub fn about(self, what: &str) -> ApiError {
+        ApiError {
+            kind: self.kind,
+            message: format!("{what}: {}", self.message),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         status_of(self.kind)
     }

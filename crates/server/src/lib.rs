@@ -16,6 +16,7 @@ mod model_control;
 mod model_info;
 mod pipeline;
 mod settings;
+pub mod shm;
 mod telemetry;
 mod v2;
 

@@ -118,6 +118,7 @@ pub async fn infer(
                 request: d.request,
                 id: d.id,
                 format: (),
+                shm: d.shm,
             }),
             Some(wire) => {
                 let wire = wire.map_err(|e| Rejected::from(ApiError::bad_request(e)))?;
@@ -125,16 +126,22 @@ pub async fn infer(
                     request: d.request,
                     id: d.id,
                     format: (),
+                    shm: d.shm,
                 })
             }
         }
     };
-    let encode = |context: &RequestContext, response: inferd_runtime::InferResponse, ()| {
+    let encode = |context: &RequestContext,
+                  response: inferd_runtime::InferResponse,
+                  (),
+                  shm: &crate::shm::OutputRegions| {
         let (model, version) = (response.model_name.clone(), response.model_version);
         let payload = match encoding {
             Encoding::Json => crate::v2::encode::json_only(context, &response),
             // Raw contents, as Triton always answers.
-            Encoding::Protobuf => crate::grpc::convert::response(context, response).encode_to_vec(),
+            Encoding::Protobuf => {
+                crate::grpc::convert::response(context, response, shm).encode_to_vec()
+            }
         };
         Answer {
             model,

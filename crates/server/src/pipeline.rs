@@ -11,6 +11,7 @@ use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 
 use crate::auth::Access;
+use crate::shm::OutputRegions;
 use crate::telemetry::child;
 use crate::{ApiError, Telemetry};
 
@@ -48,6 +49,8 @@ pub struct Decoded<F> {
     pub id: String,
     /// How the answer is to be written (e.g. which outputs go binary).
     pub format: F,
+    /// Outputs written into shared memory regions rather than the answer.
+    pub shm: OutputRegions,
 }
 
 #[derive(Clone)]
@@ -77,7 +80,7 @@ impl Pipeline {
         access: Option<&Access>,
         carrier: &(dyn Extractor + Sync),
         decode: impl Future<Output = Result<Decoded<F>, Rejected>>,
-        encode: impl FnOnce(&RequestContext, InferResponse, F) -> Out,
+        encode: impl FnOnce(&RequestContext, InferResponse, F, &OutputRegions) -> Out,
     ) -> Result<Out, ApiError> {
         let mut context = RequestContext::new(protocol);
         if let Some(access) = access {
@@ -98,6 +101,7 @@ impl Pipeline {
             request,
             id,
             format,
+            shm,
         } = match decoded {
             Ok(decoded) => decoded,
             Err(Rejected { error: e, id }) => {
@@ -122,7 +126,8 @@ impl Pipeline {
         async move {
             let response = self.runtime.infer(&target, request, &context).await?;
             let _stage = child(context.trace.as_ref(), "encode").map(|s| s.entered());
-            Ok(encode(&context, response, format))
+            shm.write(&response)?;
+            Ok(encode(&context, response, format, &shm))
         }
         .instrument(span)
         .await

@@ -7,6 +7,7 @@ use inferd_runtime::{InferRequest, InferResponse, Parameter, Parameters, Request
 use crate::ApiError;
 use crate::pb::{self, infer_parameter::ParameterChoice};
 use crate::pipeline::{Decoded, Rejected};
+use crate::shm::{self, OutputRegions, SharedMemory, ShmRef};
 
 fn parameters(
     wire: std::collections::HashMap<String, pb::InferParameter>,
@@ -67,33 +68,80 @@ fn typed(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, String>
 }
 
 /// The runtime request and its id (answers are raw whatever the request used).
-pub fn request(mut wire: pb::ModelInferRequest) -> Result<Decoded<()>, Rejected> {
+pub fn request(wire: pb::ModelInferRequest) -> Result<Decoded<()>, Rejected> {
+    request_using(wire, None)
+}
+
+/// As [`request`], with tensors that name regions of `shm` (`None` where a request cannot
+/// reach shared memory, such as a stream message).
+pub fn request_using(
+    mut wire: pb::ModelInferRequest,
+    shm: Option<&SharedMemory>,
+) -> Result<Decoded<()>, Rejected> {
     let id = std::mem::take(&mut wire.id);
-    match decode(wire) {
+    let mut regions = OutputRegions::default();
+    match decode(wire, shm, &mut regions) {
         Ok(request) => Ok(Decoded {
             request,
             id,
             format: (),
+            shm: regions,
         }),
         Err(e) => Err(e.of(&id)),
     }
 }
 
-fn decode(wire: pb::ModelInferRequest) -> Result<InferRequest, ApiError> {
+/// The shared memory reference in a tensor's parameters, if any.
+fn shm_ref(
+    params: &std::collections::HashMap<String, pb::InferParameter>,
+) -> Result<Option<ShmRef>, ApiError> {
+    if !params.contains_key(shm::REGION) {
+        return ShmRef::from_parameters(&Parameters::new()).map_err(ApiError::bad_request);
+    }
+    ShmRef::from_parameters(&parameters(params.clone())?).map_err(ApiError::bad_request)
+}
+
+fn decode(
+    wire: pb::ModelInferRequest,
+    shm: Option<&SharedMemory>,
+    regions: &mut OutputRegions,
+) -> Result<InferRequest, ApiError> {
+    let at = wire
+        .inputs
+        .iter()
+        .map(|i| shm_ref(&i.parameters).map_err(|e| e.about(&format!("input '{}'", i.name))))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Inputs in shared memory have no raw contents: the rest are given in input order.
+    let in_request = at.iter().filter(|a| a.is_none()).count();
     let use_raw = !wire.raw_input_contents.is_empty();
-    if use_raw && wire.raw_input_contents.len() != wire.inputs.len() {
+    if use_raw && wire.raw_input_contents.len() != in_request {
         return Err(ApiError::bad_request(format!(
-            "raw_input_contents has {} entries but the request has {} inputs; give one per input, in input order",
+            "raw_input_contents has {} entries but the request has {in_request} inputs not in \
+             shared memory; give one per such input, in input order",
             wire.raw_input_contents.len(),
-            wire.inputs.len()
         )));
     }
     let mut inputs = Vec::with_capacity(wire.inputs.len());
     let mut raw = wire.raw_input_contents.into_iter();
-    for input in wire.inputs {
+    for (input, at) in wire.inputs.into_iter().zip(at) {
         let fail = |m: String| ApiError::bad_request(format!("input '{}': {m}", input.name));
         let dt: DataType = input.datatype.parse().map_err(|e| fail(format!("{e}")))?;
         let shape = dims_from_wire(&input.shape).map_err(fail)?;
+        if let Some(at) = at {
+            if input.contents.is_some() {
+                return Err(fail(
+                    "names a shared memory region and also has contents".into(),
+                ));
+            }
+            let tensor = shm::usable(shm)
+                .and_then(|shm| shm.input(&at, dt, shape))
+                .map_err(|e| e.about(&format!("input '{}'", input.name)))?;
+            inputs.push(NamedTensor {
+                name: input.name,
+                tensor,
+            });
+            continue;
+        }
         let tensor = match (raw.next(), input.contents) {
             (Some(_), Some(_)) => {
                 return Err(fail(
@@ -139,6 +187,13 @@ fn decode(wire: pb::ModelInferRequest) -> Result<InferRequest, ApiError> {
                 };
                 classification.insert(output.name.clone(), count);
             }
+            let about = || format!("output '{}'", output.name);
+            if let Some(at) = shm_ref(&output.parameters).map_err(|e| e.about(&about()))? {
+                let region = shm::usable(shm)
+                    .and_then(|shm| shm.output(at))
+                    .map_err(|e| e.about(&about()))?;
+                regions.push(output.name.clone(), region);
+            }
             names.push(output.name);
         }
         Some(names)
@@ -153,8 +208,13 @@ fn decode(wire: pb::ModelInferRequest) -> Result<InferRequest, ApiError> {
 }
 
 /// The wire response, always in raw contents (the backend's buffers), as Triton answers whatever
-/// the request used: clients index into `raw_output_contents`.
-pub fn response(context: &RequestContext, response: InferResponse) -> pb::ModelInferResponse {
+/// the request used: clients index into `raw_output_contents`, so an output written to shared
+/// memory keeps its place there, empty.
+pub fn response(
+    context: &RequestContext,
+    response: InferResponse,
+    shm: &OutputRegions,
+) -> pb::ModelInferResponse {
     let mut wire = pb::ModelInferResponse {
         model_name: response.model_name,
         model_version: response.model_version.to_string(),
@@ -162,6 +222,7 @@ pub fn response(context: &RequestContext, response: InferResponse) -> pb::ModelI
         ..Default::default()
     };
     for NamedTensor { name, tensor } in response.outputs {
+        let in_shm = shm.get(&name).is_some();
         wire.outputs
             .push(pb::model_infer_response::InferOutputTensor {
                 name,
@@ -169,7 +230,11 @@ pub fn response(context: &RequestContext, response: InferResponse) -> pb::ModelI
                 shape: tensor.shape().iter().map(|d| *d as i64).collect(),
                 ..Default::default()
             });
-        wire.raw_output_contents.push(tensor.to_bytes());
+        wire.raw_output_contents.push(if in_shm {
+            bytes::Bytes::new()
+        } else {
+            tensor.to_bytes()
+        });
     }
     wire
 }
@@ -281,7 +346,7 @@ mod tests {
         };
         let mut context = RequestContext::new(inferd_runtime::Protocol::Grpc);
         context.set_id("a", String::new);
-        let wire = response(&context, resp);
+        let wire = response(&context, resp, &OutputRegions::default());
         assert_eq!(
             wire.raw_output_contents,
             vec![bytes::Bytes::from_static(&[0x00, 0x3c])]

@@ -7,6 +7,7 @@ mod count;
 mod health;
 mod limit;
 mod service;
+mod shm;
 
 use std::future::Future;
 use std::sync::Arc;

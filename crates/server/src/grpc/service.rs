@@ -7,7 +7,7 @@ use inferd_runtime::{ModelState, Protocol, Runtime, Target};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert;
+use super::{convert, shm};
 use crate::auth::Access;
 use crate::config::{self, ServerConfig};
 use crate::error::grpc_status;
@@ -16,6 +16,7 @@ use crate::model_info::{ModelConfiguration, ModelMetadata, Statistics};
 use crate::pb;
 use crate::pb::grpc_inference_service_server::GrpcInferenceService;
 use crate::pipeline::Pipeline;
+use crate::shm::SharedMemory;
 use crate::telemetry::Metadata;
 
 /// Responses a stream may have waiting for the client before inference pauses.
@@ -51,10 +52,11 @@ async fn infer(
     pipeline: &Pipeline,
     metadata: &tonic::metadata::MetadataMap,
     access: Option<&Access>,
+    shm: &SharedMemory,
     wire: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, Status> {
     let target = Target::new(wire.model_name.clone(), version(&wire.model_version));
-    let decode = async { convert::request(wire) };
+    let decode = async { convert::request_using(wire, Some(shm)) };
     pipeline
         .infer(
             Protocol::Grpc,
@@ -62,7 +64,7 @@ async fn infer(
             access,
             &Metadata(metadata),
             decode,
-            |context, response, ()| convert::response(context, response),
+            |context, response, (), shm| convert::response(context, response, shm),
         )
         .await
         .map_err(Status::from)
@@ -140,6 +142,48 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::LogSettingsResponse { settings }))
     }
 
+    async fn system_shared_memory_status(
+        &self,
+        request: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
+        shm::status(&self.config.shared_memory, request.into_inner()).map(Response::new)
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        request: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
+        shm::register(&self.config.shared_memory, request.into_inner()).map(Response::new)
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        request: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
+        shm::unregister(&self.config.shared_memory, request.into_inner()).map(Response::new)
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
+        shm::cuda()
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryRegisterResponse>, Status> {
+        shm::cuda()
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
+        shm::cuda()
+    }
+
     async fn trace_setting(
         &self,
         request: Request<pb::TraceSettingRequest>,
@@ -215,9 +259,16 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (metadata, extensions, wire) = request.into_parts();
-        infer(&self.pipeline, &metadata, extensions.get::<Access>(), wire)
-            .await
-            .map(routed)
+        let access = extensions.get::<Access>();
+        infer(
+            &self.pipeline,
+            &metadata,
+            access,
+            &self.config.shared_memory,
+            wire,
+        )
+        .await
+        .map(routed)
     }
 
     type ModelStreamInferStream = InferStream;
@@ -233,6 +284,7 @@ impl GrpcInferenceService for InferenceService {
         let metadata = Arc::new(metadata);
         let access = Arc::new(extensions.get::<Access>().cloned());
         let pipeline = self.pipeline.clone();
+        let shm = Arc::clone(&self.config.shared_memory);
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
         tokio::spawn(async move {
@@ -252,10 +304,11 @@ impl GrpcInferenceService for InferenceService {
                         return;
                     }
                 };
-                let (pipeline, metadata, access, tx) = (
+                let (pipeline, metadata, access, shm, tx) = (
                     pipeline.clone(),
                     Arc::clone(&metadata),
                     Arc::clone(&access),
+                    Arc::clone(&shm),
                     tx.clone(),
                 );
                 tokio::spawn(async move {
@@ -265,7 +318,9 @@ impl GrpcInferenceService for InferenceService {
                         wire.model_version.clone(),
                     );
                     let answer =
-                        match infer(&pipeline, &metadata, access.as_ref().as_ref(), wire).await {
+                        match infer(&pipeline, &metadata, access.as_ref().as_ref(), &shm, wire)
+                            .await
+                        {
                             Ok(response) => pb::ModelStreamInferResponse {
                                 error_message: String::new(),
                                 infer_response: Some(response),

@@ -34,7 +34,7 @@ pub async fn infer(
             ),
         };
         let frames = body::frames(request_body).await?;
-        decode::request(&frames, header_length)
+        decode::request_using(&frames, header_length, Some(&app.config.shared_memory))
     };
     let access = parts.extensions.get::<Access>();
     app.pipeline
@@ -44,7 +44,7 @@ pub async fn infer(
             access,
             &Headers(headers),
             decode,
-            |context, response, format| encode::response(context, &response, &format),
+            |context, response, format, shm| encode::response(context, &response, &format, shm),
         )
         .await
         .unwrap_or_else(IntoResponse::into_response)

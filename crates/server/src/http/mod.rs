@@ -8,6 +8,7 @@ mod limit;
 mod logging;
 mod models;
 mod repository;
+mod shm;
 mod streams;
 mod trace;
 mod traffic;
@@ -102,6 +103,28 @@ pub fn router(
         .route(
             "/v2/models/{model}/trace/setting",
             get(trace::get_model).post(trace::post_model),
+        )
+        .route("/v2/systemsharedmemory/status", get(shm::status))
+        .route(
+            "/v2/systemsharedmemory/region/{name}/status",
+            get(shm::region_status),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/register",
+            post(shm::register),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/unregister",
+            post(shm::unregister),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            post(shm::unregister_all),
+        )
+        .route("/v2/cudasharedmemory/status", get(shm::cuda))
+        .route(
+            "/v2/cudasharedmemory/{*rest}",
+            get(shm::cuda).post(shm::cuda),
         )
         .route("/v2/streams", get(streams::list))
         .route("/v2/repository/index", post(repository::index))

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::json_data;
 use crate::ApiError;
 use crate::pipeline::{Decoded, Rejected};
+use crate::shm::{self, OutputRegions, SharedMemory, ShmRef};
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
@@ -158,6 +159,16 @@ pub fn request(
     frames: &[Bytes],
     header_length: Option<usize>,
 ) -> Result<Decoded<ResponseFormat>, Rejected> {
+    request_using(frames, header_length, None)
+}
+
+/// As [`request`], with tensors that name regions of `shm` (`None` where a request cannot
+/// reach shared memory, such as a stream message).
+pub fn request_using(
+    frames: &[Bytes],
+    header_length: Option<usize>,
+    shm: Option<&SharedMemory>,
+) -> Result<Decoded<ResponseFormat>, Rejected> {
     let total: usize = frames.iter().map(Bytes::len).sum();
     let json_len = match header_length {
         Some(n) if n > total => {
@@ -176,19 +187,41 @@ pub fn request(
     let parsed: RequestJson = serde_json::from_slice(&json)
         .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
     let id = parsed.id.clone().map(Cow::into_owned).unwrap_or_default();
-    decode_parsed(parsed, binary).map_err(|e| e.of(&id))
+    decode_parsed(parsed, binary, shm).map_err(|e| e.of(&id))
+}
+
+/// The shared memory reference in a tensor's parameters, if any.
+fn shm_ref(params: &Map<String, Value>) -> Result<Option<ShmRef>, String> {
+    if !params.contains_key(shm::REGION) {
+        return ShmRef::from_parameters(&Parameters::new());
+    }
+    let params = parameters(params).map_err(|e| e.message)?;
+    ShmRef::from_parameters(&params)
 }
 
 fn decode_parsed(
     parsed: RequestJson<'_>,
     mut binary: Frames<'_>,
+    shm: Option<&SharedMemory>,
 ) -> Result<Decoded<ResponseFormat>, ApiError> {
+    let mut regions = OutputRegions::default();
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in parsed.inputs {
         let fail = |m: String| ApiError::bad_request(format!("input '{}': {m}", input.name));
         let datatype: DataType = input.datatype.parse().map_err(|e| fail(format!("{e}")))?;
         let shape = dims_from_wire(&input.shape).map_err(fail)?;
+        let at = shm_ref(&input.parameters).map_err(fail)?;
         let tensor = match (input.parameters.get("binary_data_size"), input.data) {
+            _ if at.is_some() => {
+                let (Some(at), None) = (at, input.data) else {
+                    return Err(fail(
+                        "names a shared memory region and also has data".into(),
+                    ));
+                };
+                shm::usable(shm)
+                    .and_then(|shm| shm.input(&at, datatype, shape))
+                    .map_err(|e| e.about(&format!("input '{}'", input.name)))?
+            }
             (Some(size), _) => {
                 let size = size.as_u64().ok_or_else(|| {
                     fail(format!("binary_data_size must be a byte count, not {size}"))
@@ -244,6 +277,14 @@ fn decode_parsed(
                     })?;
                     classification.insert(output.name.clone(), count as usize);
                 }
+                let at = shm_ref(&output.parameters)
+                    .map_err(|e| ApiError::bad_request(format!("output '{}': {e}", output.name)))?;
+                if let Some(at) = at {
+                    let region = shm::usable(shm)
+                        .and_then(|shm| shm.output(at))
+                        .map_err(|e| e.about(&format!("output '{}'", output.name)))?;
+                    regions.push(output.name.clone(), region);
+                }
                 if let Some(binary) = flag(&output.parameters, "binary_data")? {
                     format.binary.insert(output.name.clone(), binary);
                 }
@@ -262,6 +303,7 @@ fn decode_parsed(
         request,
         id: parsed.id.map(Cow::into_owned).unwrap_or_default(),
         format,
+        shm: regions,
     })
 }
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::HEADER_LENGTH;
 use super::decode::ResponseFormat;
 use super::json_data::JsonData;
+use crate::shm::OutputRegions;
 
 #[derive(Serialize)]
 struct ResponseJson<'a> {
@@ -82,8 +83,9 @@ pub fn response(
     context: &RequestContext,
     response: &InferResponse,
     format: &ResponseFormat,
+    shm: &OutputRegions,
 ) -> Response {
-    let mut answer = body(context, response, format);
+    let mut answer = body(context, response, format, shm);
     if let Ok(route) = HeaderValue::from_str(&format!(
         "{}/{}",
         response.model_name, response.model_version
@@ -98,12 +100,24 @@ pub fn response(
 /// The JSON answer with every output's data in the JSON (no binary part): for stream messages.
 pub fn json_only(context: &RequestContext, response: &InferResponse) -> Vec<u8> {
     let mut binary = VecDeque::new();
-    head(context, response, &ResponseFormat::default(), &mut binary)
+    let none = OutputRegions::default();
+    head(
+        context,
+        response,
+        &ResponseFormat::default(),
+        &none,
+        &mut binary,
+    )
 }
 
-fn body(context: &RequestContext, response: &InferResponse, format: &ResponseFormat) -> Response {
+fn body(
+    context: &RequestContext,
+    response: &InferResponse,
+    format: &ResponseFormat,
+    shm: &OutputRegions,
+) -> Response {
     let mut binary = VecDeque::new();
-    let head = head(context, response, format, &mut binary);
+    let head = head(context, response, format, shm, &mut binary);
     if binary.is_empty() {
         return (
             [(
@@ -137,17 +151,28 @@ fn body(context: &RequestContext, response: &InferResponse, format: &ResponseFor
         .into_response()
 }
 
-/// The JSON part of an answer; the chunks of outputs sent binary go to `binary`.
+/// The JSON part of an answer; the chunks of outputs sent binary go to `binary`. Outputs
+/// written to shared memory carry only their name, datatype and shape.
 fn head(
     context: &RequestContext,
     response: &InferResponse,
     format: &ResponseFormat,
+    shm: &OutputRegions,
     binary: &mut VecDeque<Bytes>,
 ) -> Vec<u8> {
     let outputs = response
         .outputs
         .iter()
         .map(|o| {
+            if shm.get(&o.name).is_some() {
+                return OutputJson {
+                    name: &o.name,
+                    datatype: o.tensor.datatype().as_str(),
+                    shape: o.tensor.shape(),
+                    parameters: None,
+                    data: None,
+                };
+            }
             let is_binary = format.is_binary(&o.name);
             if is_binary {
                 binary.extend(o.tensor.chunks().iter().cloned());
