@@ -57,7 +57,7 @@ def regions():
     made = []
 
     def make(name, size):
-        handle = shm.create_shared_memory_region(name, f"/inferd_test_{os.getpid()}_{name}", size)
+        handle = shm.create_shared_memory_region(name, key(name), size)
         made.append(handle)
         return handle
 

@@ -95,8 +95,8 @@ pub fn request_using(
 fn shm_ref(
     params: &std::collections::HashMap<String, pb::InferParameter>,
 ) -> Result<Option<ShmRef>, ApiError> {
-    if !params.contains_key(shm::REGION) {
-        return ShmRef::from_parameters(&Parameters::new()).map_err(ApiError::bad_request);
+    if !ShmRef::mentioned(|k| params.contains_key(k)) {
+        return Ok(None);
     }
     ShmRef::from_parameters(&parameters(params.clone())?).map_err(ApiError::bad_request)
 }
@@ -215,12 +215,30 @@ pub fn response(
     response: InferResponse,
     shm: &OutputRegions,
 ) -> pb::ModelInferResponse {
+    wire_response(context.response_id(), response, shm)
+}
+
+/// One of a decoupled model's responses, for the request with the client's `id`.
+pub fn partial(id: &str, response: InferResponse) -> pb::ModelInferResponse {
+    wire_response(id, response, &OutputRegions::default())
+}
+
+fn wire_response(id: &str, response: InferResponse, shm: &OutputRegions) -> pb::ModelInferResponse {
     let mut wire = pb::ModelInferResponse {
         model_name: response.model_name,
         model_version: response.model_version.to_string(),
-        id: context.response_id().to_string(),
+        id: id.to_string(),
         ..Default::default()
     };
+    if response.decoupled {
+        // The end of a decoupled model's responses (the stream decides what the client sees).
+        wire.parameters.insert(
+            "triton_final_response".into(),
+            pb::InferParameter {
+                parameter_choice: Some(ParameterChoice::BoolParam(true)),
+            },
+        );
+    }
     for NamedTensor { name, tensor } in response.outputs {
         let in_shm = shm.get(&name).is_some();
         wire.outputs
@@ -343,6 +361,7 @@ mod tests {
                 name: "y".into(),
                 tensor,
             }],
+            decoupled: false,
         };
         let mut context = RequestContext::new(inferd_runtime::Protocol::Grpc);
         context.set_id("a", String::new);

@@ -106,6 +106,11 @@ impl Region {
         })
     }
 
+    /// Checks that `[at, at + len)` lies inside the region.
+    pub fn check(&self, at: u64, len: u64) -> Result<(), String> {
+        self.range(at, len).map(|_| ())
+    }
+
     /// Checks that `[at, at + len)` lies inside the region; returns the start in the mapping.
     fn range(&self, at: u64, len: u64) -> Result<usize, String> {
         match at.checked_add(len) {

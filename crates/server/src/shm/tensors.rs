@@ -22,6 +22,12 @@ pub struct ShmRef {
 }
 
 impl ShmRef {
+    /// Whether parameters with these keys say anything of shared memory: decoders convert a
+    /// tensor's wire parameters only then.
+    pub fn mentioned(has: impl Fn(&str) -> bool) -> bool {
+        [REGION, BYTE_SIZE, OFFSET].into_iter().any(has)
+    }
+
     /// The reference in a tensor's parameters, if it names a region.
     pub fn from_parameters(parameters: &Parameters) -> Result<Option<ShmRef>, String> {
         let Some(region) = parameters.get(REGION) else {
@@ -72,16 +78,9 @@ impl SharedMemory {
     pub fn output(&self, at: ShmRef) -> Result<OutputRegion, ApiError> {
         let region = self.get(&at.region)?;
         // Checked now so a bad offset fails before the model runs.
-        if at
-            .offset
-            .checked_add(at.byte_size)
-            .is_none_or(|end| end > region.byte_size)
-        {
-            return Err(ApiError::bad_request(format!(
-                "shared memory region '{}' is {} bytes; offset {} + byte_size {} is past its end",
-                region.name, region.byte_size, at.offset, at.byte_size
-            )));
-        }
+        region
+            .check(at.offset, at.byte_size)
+            .map_err(ApiError::bad_request)?;
         Ok(OutputRegion { region, at })
     }
 }

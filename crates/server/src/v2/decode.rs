@@ -192,8 +192,8 @@ pub fn request_using(
 
 /// The shared memory reference in a tensor's parameters, if any.
 fn shm_ref(params: &Map<String, Value>) -> Result<Option<ShmRef>, String> {
-    if !params.contains_key(shm::REGION) {
-        return ShmRef::from_parameters(&Parameters::new());
+    if !ShmRef::mentioned(|k| params.contains_key(k)) {
+        return Ok(None);
     }
     let params = parameters(params).map_err(|e| e.message)?;
     ShmRef::from_parameters(&params)
@@ -211,18 +211,16 @@ fn decode_parsed(
         let datatype: DataType = input.datatype.parse().map_err(|e| fail(format!("{e}")))?;
         let shape = dims_from_wire(&input.shape).map_err(fail)?;
         let at = shm_ref(&input.parameters).map_err(fail)?;
-        let tensor = match (input.parameters.get("binary_data_size"), input.data) {
-            _ if at.is_some() => {
-                let (Some(at), None) = (at, input.data) else {
-                    return Err(fail(
-                        "names a shared memory region and also has data".into(),
-                    ));
-                };
-                shm::usable(shm)
-                    .and_then(|shm| shm.input(&at, datatype, shape))
-                    .map_err(|e| e.about(&format!("input '{}'", input.name)))?
+        let tensor = match (at, input.parameters.get("binary_data_size"), input.data) {
+            (Some(at), None, None) => shm::usable(shm)
+                .and_then(|shm| shm.input(&at, datatype, shape))
+                .map_err(|e| e.about(&format!("input '{}'", input.name)))?,
+            (Some(_), _, _) => {
+                return Err(fail(
+                    "names a shared memory region and also has data or binary_data_size".into(),
+                ));
             }
-            (Some(size), _) => {
+            (None, Some(size), _) => {
                 let size = size.as_u64().ok_or_else(|| {
                     fail(format!("binary_data_size must be a byte count, not {size}"))
                 })? as usize;
@@ -235,11 +233,11 @@ fn decode_parsed(
                 Tensor::from_wire(datatype, shape, binary.take(size))
                     .map_err(|e| fail(format!("binary_data_size is {size} bytes: {e}")))?
             }
-            (None, Some(data)) => {
+            (None, None, Some(data)) => {
                 let data = json_data::decode(datatype, data).map_err(fail)?;
                 Tensor::new(shape, data).map_err(fail)?
             }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(fail(
                     "has neither 'data' nor a 'binary_data_size' parameter".into(),
                 ));
