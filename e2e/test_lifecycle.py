@@ -228,8 +228,8 @@ def test_a_fetched_triton_config_can_be_edited_and_sent_back(explicit_server):
     grpc.load_model("B", config=json.dumps(config))
     served = http.get_model_config("B")
     assert served["max_batch_size"] == 2 and "dynamic_batching" not in served
-    with pytest.raises(InferenceServerException, match="sequence_batching"):
-        http.load_model("B", config=json.dumps({"sequence_batching": {}}))
+    with pytest.raises(InferenceServerException, match="'batch_input' is not supported"):
+        http.load_model("B", config=json.dumps({"batch_input": []}))
     # A network request may not choose a program for the server to start.
     with pytest.raises(InferenceServerException, match="may not set the 'python' interpreter"):
         http.load_model("B", config=json.dumps({"parameters": {"python": "/bin/sh"}}))

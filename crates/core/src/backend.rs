@@ -19,6 +19,54 @@ pub struct TensorSpec {
     /// laid out, for clients that prepare images; the server does not reorder anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<TensorFormat>,
+    /// config.toml only (Triton's `reshape`): the shape the backend has for this tensor, the
+    /// batch dimension left out, when clients use `dims` instead (same element count). Inputs
+    /// are reshaped before the backend, outputs after it; nothing is copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshape: Option<Reshape>,
+}
+
+/// Triton's `ModelTensorReshape`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reshape {
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// The backend's dims for this tensor: `reshape` when it has one.
+    pub fn model_dims(&self) -> &[i64] {
+        self.reshape.as_ref().map_or(&self.dims, |r| &r.shape)
+    }
+}
+
+/// `dims` (-1: variable, at most one) as concrete sizes holding `elements` elements; `None`
+/// when they cannot.
+pub fn resolve_dims(dims: &[i64], elements: usize) -> Option<Vec<usize>> {
+    let known: usize = dims
+        .iter()
+        .filter(|d| **d >= 0)
+        .map(|d| *d as usize)
+        .product();
+    let variable = dims.iter().filter(|d| **d < 0).count();
+    match variable {
+        0 if known == elements => Some(dims.iter().map(|d| *d as usize).collect()),
+        1 if known > 0 && elements.is_multiple_of(known) => Some(
+            dims.iter()
+                .map(|d| {
+                    if *d < 0 {
+                        elements / known
+                    } else {
+                        *d as usize
+                    }
+                })
+                .collect(),
+        ),
+        1 if known == 0 && elements == 0 => {
+            Some(dims.iter().map(|d| (*d).max(0) as usize).collect())
+        }
+        _ => None,
+    }
 }
 
 impl TensorSpec {
@@ -30,6 +78,7 @@ impl TensorSpec {
             dims,
             label_filename: None,
             format: None,
+            reshape: None,
         }
     }
 }
@@ -97,6 +146,18 @@ pub trait LoadedModel: Send + Sync {
     /// Runs the model. `inputs` follow `signature().inputs` in order and already match their
     /// datatypes and shapes; the result follows `signature().outputs`.
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+
+    /// Runs the model of a decoupled request: `emit` takes each response's outputs as the
+    /// model makes them (0 or more; it fails once the caller stopped listening). Backends that
+    /// stream override it; the others answer once.
+    fn infer_stream(
+        &self,
+        inputs: Vec<Tensor>,
+        emit: &mut dyn FnMut(Vec<Tensor>) -> Result<(), String>,
+    ) -> Result<(), BackendError> {
+        let outputs = self.infer(inputs)?;
+        emit(outputs).map_err(BackendError::Inference)
+    }
 
     /// Checks one request's inputs (in signature order, datatypes and shapes already checked)
     /// for what only the backend knows, e.g. BYTES that must be UTF-8 text. Runs before the

@@ -3,7 +3,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, ConfigText, ENSEMBLE_PLATFORM, EnsembleConfig, TensorFormat, TensorSpec};
+use crate::{
+    ConfigError, ConfigText, ENSEMBLE_PLATFORM, EnsembleConfig, SequenceBatching, TensorFormat,
+    TensorSpec,
+};
 
 /// Name of the optional per-model configuration file, beside the version directories.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -49,6 +52,20 @@ pub struct ModelConfig {
     /// files or backend of its own.
     pub platform: Option<String>,
     pub ensemble: Option<EnsembleConfig>,
+    /// A stateful model: requests carry a sequence id and run in order, with control inputs
+    /// and implicit state filled in by the server (instead of `dynamic_batching`).
+    pub sequence_batching: Option<SequenceBatching>,
+    /// `decoupled = true`: the model answers a request with 0 or more responses (Triton's
+    /// model_transaction_policy), over gRPC ModelStreamInfer only.
+    pub model_transaction_policy: Option<TransactionPolicy>,
+}
+
+/// config.toml's `[model_transaction_policy]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionPolicy {
+    #[serde(default)]
+    pub decoupled: bool,
 }
 
 /// config.toml's `[audit]`.
@@ -206,6 +223,11 @@ impl ModelConfig {
             .is_some_and(|t| !t.split.is_empty() && t.split.iter().all(|a| a.model.is_some()))
     }
 
+    /// Whether the model may answer a request with 0 or more responses.
+    pub fn is_decoupled(&self) -> bool {
+        self.model_transaction_policy.is_some_and(|p| p.decoupled)
+    }
+
     /// Whether the model is a pipeline of other models.
     pub fn is_ensemble(&self) -> bool {
         self.platform.as_deref() == Some(ENSEMBLE_PLATFORM)
@@ -303,6 +325,12 @@ impl ModelConfig {
             }
         }
         self.validate_ensemble()?;
+        self.validate_sequences()?;
+        if self.is_decoupled() && (self.is_ensemble() || self.sequence_batching.is_some()) {
+            return Err(
+                "a decoupled model is neither an ensemble nor a sequence model here".into(),
+            );
+        }
         for (kind, specs) in [("input", &self.inputs), ("output", &self.outputs)] {
             for (i, spec) in specs.iter().enumerate() {
                 if specs[..i].iter().any(|s| s.name == spec.name) {
@@ -337,6 +365,56 @@ impl ModelConfig {
                         spec.name
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_sequences(&self) -> Result<(), String> {
+        let Some(sequences) = &self.sequence_batching else {
+            return Ok(());
+        };
+        sequences.validate()?;
+        // Triton's scheduling choice is one of the two: a sequence model batches its own way.
+        if self.dynamic_batching.is_some() {
+            return Err(
+                "a model has dynamic_batching or sequence_batching, not both: the sequence \
+                 batcher batches across sequences itself ([sequence_batching.oldest])"
+                    .into(),
+            );
+        }
+        if !self.warmup.is_empty() {
+            return Err(
+                "warmup is not supported for sequence models (a warmup request is not part of \
+                 a sequence)"
+                    .into(),
+            );
+        }
+        if self.is_ensemble() {
+            return Err("an ensemble has no sequence_batching: its steps' models have".into());
+        }
+        let declared = |name: &str| {
+            self.inputs
+                .iter()
+                .chain(&self.outputs)
+                .any(|t| t.name == name)
+        };
+        let filled = sequences
+            .control_inputs
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(
+                sequences
+                    .states
+                    .iter()
+                    .flat_map(|s| [&*s.input, &*s.output]),
+            );
+        for name in filled {
+            if declared(name) {
+                return Err(format!(
+                    "'{name}' is filled in by the sequence batcher; leave it out of inputs and \
+                     outputs (clients never send or see it)"
+                ));
             }
         }
         Ok(())

@@ -7,13 +7,16 @@ mod datatype;
 mod ensemble;
 mod error;
 mod instances;
+mod sequence;
 mod tensor;
 mod traffic;
 
-pub use backend::{Backend, LoadedModel, ModelSignature, TensorFormat, TensorSpec};
+pub use backend::{
+    Backend, LoadedModel, ModelSignature, Reshape, TensorFormat, TensorSpec, resolve_dims,
+};
 pub use config::{
     AuditConfig, AuditPayloads, CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching,
-    MAX_INSTANCES, ModelConfig, VersionPolicy, Warmup, WarmupData, read_labels,
+    MAX_INSTANCES, ModelConfig, TransactionPolicy, VersionPolicy, Warmup, WarmupData, read_labels,
 };
 pub use datatype::DataType;
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep};
@@ -22,6 +25,10 @@ pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep};
 pub const TRACE_TARGET: &str = "inferd::trace";
 pub use error::{BackendError, ConfigError, ConfigText};
 pub use instances::Instances;
+pub use sequence::{
+    ControlInput, ControlKind, DEFAULT_SEQUENCE_IDLE_US, DirectStrategy, OldestStrategy,
+    SequenceBatching, SequenceState, SequenceStrategy,
+};
 pub use tensor::{
     Element, NamedTensor, Tensor, TensorData, check_binary_len, dims_from_wire, element_count,
 };

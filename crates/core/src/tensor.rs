@@ -106,6 +106,27 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// `n` copies of `value` as `datatype` (numbers cast as `as` does; BOOL: non-zero is true);
+    /// `None` for BYTES.
+    pub fn filled(datatype: DataType, value: f64, n: usize) -> Option<TensorData> {
+        Some(match datatype {
+            DataType::Bool => TensorData::Bool(vec![value != 0.0; n]),
+            DataType::U8 => TensorData::U8(vec![value as u8; n]),
+            DataType::U16 => TensorData::U16(vec![value as u16; n]),
+            DataType::U32 => TensorData::U32(vec![value as u32; n]),
+            DataType::U64 => TensorData::U64(vec![value as u64; n]),
+            DataType::I8 => TensorData::I8(vec![value as i8; n]),
+            DataType::I16 => TensorData::I16(vec![value as i16; n]),
+            DataType::I32 => TensorData::I32(vec![value as i32; n]),
+            DataType::I64 => TensorData::I64(vec![value as i64; n]),
+            DataType::F16 => TensorData::F16(vec![f16::from_f64(value); n]),
+            DataType::F32 => TensorData::F32(vec![value as f32; n]),
+            DataType::F64 => TensorData::F64(vec![value; n]),
+            DataType::BF16 => TensorData::BF16(vec![bf16::from_f64(value); n]),
+            DataType::Bytes => return None,
+        })
+    }
+
     /// The wire form; fixed-size elements are not copied (the vector becomes the buffer).
     pub fn into_bytes(self) -> Bytes {
         match self {
@@ -327,6 +348,25 @@ impl Tensor {
             shape,
             chunks,
         })
+    }
+
+    /// Zeros of `datatype` (BYTES: empty elements) in `shape`.
+    pub fn zeros(datatype: DataType, shape: Vec<usize>) -> Result<Tensor, String> {
+        let n = element_count(&shape)
+            .ok_or_else(|| format!("shape {shape:?} has more elements than can be addressed"))?;
+        let size = datatype.byte_size().unwrap_or(4);
+        Tensor::from_wire(datatype, shape, vec![Bytes::from(vec![0u8; n * size])])
+    }
+
+    /// The same elements in another shape of as many elements (no copy).
+    pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, String> {
+        if element_count(&shape) != Some(self.len()) {
+            return Err(format!(
+                "cannot reshape {:?} to {shape:?}: the element counts differ",
+                self.shape
+            ));
+        }
+        Ok(Tensor { shape, ..self })
     }
 
     pub fn shape(&self) -> &[usize] {

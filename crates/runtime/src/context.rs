@@ -70,7 +70,14 @@ pub struct RequestContext {
     pub routing_key: Option<String>,
     /// For a shadow copy: the id of the request it copies.
     pub shadow_of: Option<String>,
+    /// Where a decoupled model's responses go as it makes them (gRPC streams); a decoupled
+    /// model refuses a request that has none.
+    pub responses: Option<ResponseSink>,
 }
+
+/// A decoupled model's responses, in the order it makes them; sending waits while the
+/// front end is behind (back-pressure on the model).
+pub type ResponseSink = tokio::sync::mpsc::Sender<crate::InferResponse>;
 
 impl RequestContext {
     /// A context received now; the id is set once the request is decoded ([`Self::set_id`]).
@@ -89,6 +96,7 @@ impl RequestContext {
             received_at: SystemTime::now(),
             routing_key: None,
             shadow_of: None,
+            responses: None,
         }
     }
 }

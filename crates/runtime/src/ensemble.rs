@@ -274,6 +274,8 @@ impl Runtime {
                 let mut step_context = context.clone();
                 step_context.id = format!("{}/{}", context.id, i + 1);
                 step_context.client_id = false;
+                // A step's answer feeds the next step: nothing of it streams to the client.
+                step_context.responses = None;
                 step_context.deadline = deadline;
                 // The ensemble's authorization covers the steps its config names.
                 step_context.grant = None;
@@ -340,6 +342,7 @@ impl Runtime {
             model_name: spec.name.clone(),
             model_version: spec.version,
             outputs,
+            decoupled: false,
         };
         Ok((response, rows))
     }

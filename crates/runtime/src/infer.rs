@@ -125,6 +125,8 @@ impl Runtime {
         let mut context = context.clone();
         context.shadow_of = Some(context.id.clone());
         context.trace = None;
+        // A shadow's answers are compared, never sent.
+        context.responses = None;
         tokio::spawn(async move {
             let kept = runtime.keep_requests.then(|| request.clone());
             let answer = shadow.infer_shadow(request, &context).await;

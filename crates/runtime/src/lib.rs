@@ -23,6 +23,7 @@ mod request;
 mod rollout;
 mod router;
 mod scheduler;
+mod sequence;
 mod served;
 mod shadow;
 pub mod source;
@@ -33,7 +34,7 @@ mod time;
 mod traffic;
 mod warmup;
 
-pub use context::{Protocol, RequestContext, Target};
+pub use context::{Protocol, RequestContext, ResponseSink, Target};
 pub use error::{ErrorKind, LoadFault, RuntimeError};
 pub use grant::ModelGrant;
 pub use lookup::{ModelView, VersionStatistics};
@@ -45,6 +46,7 @@ pub use rollout::{
     RolloutView,
 };
 pub use router::RouteKind;
+pub use sequence::{Drain, Feed, SequenceCounts, SequenceLayout};
 pub(crate) use served::ServedModel;
 pub use shadow::{DEFAULT_TOLERANCE, DIFF_BUCKETS, ShadowFigures, outputs_agree};
 pub use spec::ModelSpec;

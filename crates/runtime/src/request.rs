@@ -55,4 +55,7 @@ pub struct InferResponse {
     /// The version that produced the outputs.
     pub model_version: u64,
     pub outputs: Vec<NamedTensor>,
+    /// A decoupled model's last word: its responses went to the request's
+    /// [`crate::ResponseSink`] and this one only ends the request (no outputs).
+    pub decoupled: bool,
 }

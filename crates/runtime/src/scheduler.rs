@@ -60,6 +60,10 @@ pub struct Executed {
 
 type Reply = oneshot::Sender<Answer>;
 
+/// Where a decoupled request's responses go as the backend makes them; its [`Answer`] then
+/// only ends it (no outputs).
+pub type Partial = tokio::sync::mpsc::Sender<Vec<Tensor>>;
+
 /// A submitted request: answered already (it ran on the caller's thread), or waiting.
 pub enum Submitted {
     Done(Answer),
@@ -85,6 +89,7 @@ struct Pending {
     reply: Reply,
     /// The request's trace span, and its queue span (ended when execution starts).
     trace: Option<(Span, Span)>,
+    partial: Option<Partial>,
 }
 
 struct State {
@@ -236,6 +241,7 @@ impl Scheduler {
         priority: u32,
         deadline: Option<Instant>,
         trace: Option<&Span>,
+        partial: Option<Partial>,
     ) -> Result<Submitted, QueueError> {
         let shared = &*self.shared;
         let rows = if shared.policy.max_batch_size > 0 {
@@ -254,7 +260,9 @@ impl Scheduler {
         // this thread would take the instance from the batch forming behind it.
         let quick = state.typical_execution.is_some_and(|t| t < INLINE_LIMIT);
         let alone = state.typical_rows < 1.5 && state.queue.is_empty();
-        if shared.inline && quick && alone && state.busy < shared.policy.instances {
+        // A decoupled request sends its responses from an instance thread (it may block there).
+        let streams = partial.is_some();
+        if shared.inline && quick && alone && !streams && state.busy < shared.policy.instances {
             state.busy += 1;
             state.typical_rows = 0.8 * state.typical_rows + 0.2 * rows as f64;
             drop(state);
@@ -279,6 +287,7 @@ impl Scheduler {
             enqueued: Instant::now(),
             reply,
             trace: trace.map(|t| (t.clone(), stage(t, "queue"))),
+            partial,
         };
         state.queue.insert((priority, seq), pending);
         drop(state);
@@ -298,7 +307,7 @@ fn run_inline(shared: &Shared, inputs: Vec<Tensor>, rows: usize, trace: Option<&
     let began = Instant::now();
     let traces: Vec<Span> = trace.into_iter().cloned().collect();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run(shared, vec![inputs], &[rows], &traces)
+        run(shared, vec![inputs], &[rows], &traces, None)
     }));
     let answer = match outcome {
         Ok((Ok(mut per_request), times)) => {
@@ -418,14 +427,17 @@ fn select(state: &State, policy: &Policy) -> (Vec<(u32, u64)>, usize) {
         return (Vec::new(), 0);
     };
     let (mut keys, mut rows) = (vec![*first_key], first.rows);
-    if !policy.batching || policy.max_batch_size == 0 {
+    if !policy.batching || policy.max_batch_size == 0 || first.partial.is_some() {
         return (keys, rows);
     }
     for (key, p) in state.queue.iter().skip(1) {
         if rows >= policy.max_batch_size || policy.preferred_batch_sizes.contains(&rows) {
             break;
         }
-        if p.shape_key == first.shape_key && rows + p.rows <= policy.max_batch_size {
+        if p.shape_key == first.shape_key
+            && p.partial.is_none()
+            && rows + p.rows <= policy.max_batch_size
+        {
             keys.push(*key);
             rows += p.rows;
         }
@@ -501,15 +513,19 @@ fn execute(shared: &Shared, batch: Vec<Pending>) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut inputs = Vec::with_capacity(batch.len());
     let mut traces = Vec::new();
+    // Alone in its batch (it never merges), a decoupled request streams.
+    let mut partial = None;
     for p in batch {
+        partial = partial.or(p.partial);
         waits.push(started.saturating_duration_since(p.enqueued));
         replies.push(p.reply);
         inputs.push(p.inputs);
         // Dropping the queue span ends it: the request leaves the queue now.
         traces.extend(p.trace.map(|(trace, _queue)| trace));
     }
-    let outcome =
-        std::panic::catch_unwind(AssertUnwindSafe(|| run(shared, inputs, &rows, &traces)));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run(shared, inputs, &rows, &traces, partial)
+    }));
     match outcome {
         Ok((Ok(per_request), times)) => {
             // Counted before anyone is answered, so a client reading statistics right after
@@ -550,6 +566,7 @@ fn run(
     mut inputs: Vec<Vec<Tensor>>,
     rows: &[usize],
     traces: &[Span],
+    partial: Option<Partial>,
 ) -> (Result<Vec<Vec<Tensor>>, String>, ExecutionTimes) {
     let total_rows: usize = rows.iter().sum();
     // Every traced request of the batch gets the batch's spans.
@@ -579,7 +596,19 @@ fn run(
     };
     let backend = spans("backend");
     let started = Instant::now();
-    let outputs = shared.model.infer(merged);
+    let outputs = match partial {
+        Some(tx) => {
+            let mut emit = |outputs| {
+                tx.blocking_send(outputs)
+                    .map_err(|_| "the caller stopped listening to the responses".to_string())
+            };
+            shared
+                .model
+                .infer_stream(merged, &mut emit)
+                .map(|()| Vec::new())
+        }
+        None => shared.model.infer(merged),
+    };
     times.compute_infer = started.elapsed();
     drop(backend);
     let outputs = match outputs {

@@ -5,11 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inferd_core::{LoadedModel, NamedTensor, Tensor, TensorSpec};
+use inferd_core::{LoadedModel, NamedTensor, SequenceStrategy, Tensor, TensorSpec};
 
 use crate::ensemble::Ensemble;
 use crate::memory::ReleaseOnDrop;
 use crate::scheduler::{BatchOps, Policy, QueueError, Scheduler};
+use crate::sequence::{Flags, Sequences};
 use crate::stats::{ExecutionTimes, FailureReason, ModelStats, StatsSnapshot};
 use crate::warmup;
 use crate::{InferRequest, InferResponse, ModelSpec, Parameters, RequestContext, RuntimeError};
@@ -30,6 +31,8 @@ enum Engine {
     /// A backend's model behind its scheduler.
     Model {
         scheduler: Scheduler,
+        /// For a sequence model: its live sequences and their state.
+        sequences: Option<Box<Sequences>>,
         /// Shadow copies' own queue and idle-priority thread, started with the first copy.
         shadow: std::sync::OnceLock<Result<Scheduler, String>>,
         model: Arc<dyn LoadedModel>,
@@ -65,7 +68,7 @@ impl ServedModel {
     ) -> Result<ServedModel, String> {
         let warmup = warmup::runs(&spec, model_dir)?;
         let b = &spec.batching;
-        let policy = Policy {
+        let mut policy = Policy {
             inline: true,
             background: false,
             batching: spec.batches(),
@@ -79,6 +82,31 @@ impl ServedModel {
             max_queue_size: b.max_queue_size as usize,
             instances: spec.instance_count.max(1) as usize,
         };
+        let sequences = spec.sequence.as_ref().map(|layout| {
+            // Requests of different sequences batch in the scheduler, by the strategy's knobs.
+            let c = &layout.config;
+            let (delay, preferred) = match c.strategy {
+                SequenceStrategy::Direct => (c.direct.max_queue_delay_us, Vec::new()),
+                SequenceStrategy::Oldest => (
+                    c.oldest.max_queue_delay_us,
+                    c.oldest.preferred_batch_sizes.clone(),
+                ),
+            };
+            policy.max_queue_delay = Duration::from_micros(delay);
+            policy.preferred_batch_sizes = preferred.iter().map(|s| *s as usize).collect();
+            let slots = Sequences::capacity(
+                c.strategy,
+                c.oldest.max_candidate_sequences,
+                spec.max_batch_size,
+                spec.instance_count,
+            );
+            Box::new(Sequences::new(
+                Arc::clone(layout),
+                &spec.name,
+                spec.version,
+                slots,
+            ))
+        });
         let stats = Arc::new(ModelStats::default());
         let scheduler = Scheduler::start(
             &spec.name,
@@ -92,6 +120,7 @@ impl ServedModel {
             spec: Arc::new(spec),
             engine: Engine::Model {
                 scheduler,
+                sequences,
                 shadow: std::sync::OnceLock::new(),
                 model,
             },
@@ -152,7 +181,15 @@ impl ServedModel {
     pub fn stats(&self) -> StatsSnapshot {
         StatsSnapshot {
             pending: self.scheduler().map_or(0, |s| s.pending()) as u64,
+            sequences: self.sequences().map(Sequences::counts),
             ..self.stats.snapshot()
+        }
+    }
+
+    fn sequences(&self) -> Option<&Sequences> {
+        match &self.engine {
+            Engine::Model { sequences, .. } => sequences.as_deref(),
+            Engine::Ensemble(_) => None,
         }
     }
 
@@ -302,12 +339,11 @@ impl ServedModel {
         } = request;
         let wanted = self.requested_outputs(outputs)?;
         let inputs = self.ordered_inputs(inputs)?;
-        if let Engine::Model { model, .. } = &self.engine {
-            model
-                .check_inputs(&inputs)
-                .map_err(RuntimeError::InvalidInput)?;
-        }
         let rows = self.rows(&inputs);
+        let inputs = self
+            .spec
+            .inputs_to_backend(inputs)
+            .map_err(RuntimeError::InvalidInput)?;
         let priority = match priority {
             Some(p) => p,
             None => self.priority(context.priority, &parameters)?,
@@ -319,7 +355,7 @@ impl ServedModel {
             version: self.spec.version,
             message,
         };
-        let queue_error = |e: QueueError| match e {
+        let queue_error = &|e: QueueError| match e {
             QueueError::Full(limit) => RuntimeError::QueueFull {
                 model: name(),
                 limit,
@@ -334,42 +370,129 @@ impl ServedModel {
                 reason: "the model is being unloaded".into(),
             },
         };
-        let (outputs, executed) = scheduler
-            .submit(inputs, priority, deadline, context.trace.as_ref())
-            .map_err(queue_error)?
-            .answer()
-            .await
-            .map_err(queue_error)?;
-        let times = ExecutionTimes {
+        // A decoupled model's responses: raw outputs from the instance thread, turned into
+        // responses here and sent to the caller's sink as they come.
+        let decoupled = match (self.spec.config.is_decoupled(), &context.responses) {
+            (false, _) => None,
+            (true, Some(sink)) => Some((sink.clone(), tokio::sync::mpsc::channel(4))),
+            (true, None) => return Err(self.not_streamed(context)),
+        };
+        let partial = decoupled.as_ref().map(|(_, (tx, _))| tx.clone());
+        // The backend's inputs in, its outputs out (a sequence adds and takes its own).
+        let execute = move |inputs: Vec<Tensor>| async move {
+            if let Engine::Model { model, .. } = &self.engine {
+                model
+                    .check_inputs(&inputs)
+                    .map_err(RuntimeError::InvalidInput)?;
+            }
+            scheduler
+                .submit(inputs, priority, deadline, context.trace.as_ref(), partial)
+                .map_err(queue_error)?
+                .answer()
+                .await
+                .map_err(queue_error)
+        };
+        let executed = async {
+            match self.sequences() {
+                Some(sequences) => {
+                    let flags = Flags::parse(&parameters, &self.spec.name)?;
+                    if self.spec.max_batch_size > 0 && rows != 1 {
+                        return Err(RuntimeError::InvalidInput(format!(
+                            "a request of a sequence carries one row, not {rows} (model '{}')",
+                            self.spec.name
+                        )));
+                    }
+                    sequences.run(&flags, inputs, deadline, execute).await
+                }
+                None => execute(inputs).await,
+            }
+        };
+        let (outputs, executed) = match decoupled {
+            None => executed.await?,
+            Some((sink, (tx, mut rx))) => {
+                drop(tx);
+                let forward = async {
+                    while let Some(outputs) = rx.recv().await {
+                        let response = self.response(outputs, &wanted).map_err(fail)?;
+                        if sink.send(response).await.is_err() {
+                            break; // the caller left; the backend learns it at its next send
+                        }
+                    }
+                    Ok::<_, RuntimeError>(())
+                };
+                let (executed, forwarded) = tokio::join!(executed, forward);
+                forwarded?;
+                let (_, executed) = executed?;
+                let response = InferResponse {
+                    route: String::new(),
+                    model_name: name(),
+                    model_version: self.spec.version,
+                    outputs: Vec::new(),
+                    decoupled: true,
+                };
+                return Ok((response, rows, self.times(&executed, received)));
+            }
+        };
+        let times = self.times(&executed, received);
+        let response = self.response(outputs, &wanted).map_err(fail)?;
+        Ok((response, rows, times))
+    }
+
+    fn times(&self, executed: &crate::scheduler::Executed, received: Instant) -> ExecutionTimes {
+        ExecutionTimes {
             queue: executed.began.saturating_duration_since(received),
             compute_output: executed.times.compute_output + executed.ended.elapsed(),
             ..executed.times
-        };
+        }
+    }
+
+    /// The response of the backend's `outputs` (all of them, in model order): those `wanted`,
+    /// in that order, shaped as clients see them.
+    fn response(&self, outputs: Vec<Tensor>, wanted: &[usize]) -> Result<InferResponse, String> {
         if outputs.len() != self.spec.outputs.len() {
-            return Err(fail(format!(
+            return Err(format!(
                 "the backend returned {} outputs, the model declares {}",
                 outputs.len(),
                 self.spec.outputs.len()
-            )));
+            ));
         }
         let mut named: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
         let outputs = wanted
-            .into_iter()
-            .filter_map(|ix| {
+            .iter()
+            .filter_map(|&ix| {
                 let tensor = named[ix].take()?;
-                Some(NamedTensor {
-                    name: self.spec.outputs[ix].name.clone(),
-                    tensor,
-                })
+                Some(
+                    self.spec
+                        .output_from_backend(ix, tensor)
+                        .map(|tensor| NamedTensor {
+                            name: self.spec.outputs[ix].name.clone(),
+                            tensor,
+                        }),
+                )
             })
-            .collect();
-        let response = InferResponse {
+            .collect::<Result<_, _>>()?;
+        Ok(InferResponse {
             route: String::new(),
-            model_name: name(),
+            model_name: self.spec.name.clone(),
             model_version: self.spec.version,
             outputs,
+            decoupled: false,
+        })
+    }
+
+    /// A decoupled model called where its responses have nowhere to go.
+    fn not_streamed(&self, context: &RequestContext) -> RuntimeError {
+        let door = match context.protocol {
+            crate::Protocol::Http | crate::Protocol::HttpV1 => "HTTP end point",
+            crate::Protocol::Grpc => "ModelInfer RPC",
+            crate::Protocol::Stream => "a stream consumer",
+            crate::Protocol::Batch => "inferd batch",
         };
-        Ok((response, rows, times))
+        RuntimeError::InvalidInput(format!(
+            "{door} doesn't support models with decoupled transaction policy: model '{}' \
+             answers a request with 0 or more responses, over gRPC ModelStreamInfer",
+            self.spec.name
+        ))
     }
 
     /// Rows of a checked request: its batch size, or 1 for a model without batching.

@@ -248,6 +248,7 @@ mod tests {
                     tensor: Tensor::new(vec![1, 2], TensorData::F32(probs.to_vec())).unwrap(),
                 },
             ],
+            decoupled: false,
         }
     }
 
@@ -291,6 +292,7 @@ mod tests {
                 name: "y".into(),
                 tensor: Tensor::new(vec![1], TensorData::F32(vec![v])).unwrap(),
             }],
+            decoupled: false,
         };
         let stats = ShadowStats::default();
         assert!(compare(&stats, &out(1.0), &out(1.0 + 1e-7), 1e-5));

@@ -1,8 +1,10 @@
 //! The served description of a model version: its config.toml merged with what the model file
 //! declares. Front ends report it (metadata, config) and requests are validated against it.
 
+use crate::sequence::SequenceLayout;
 use inferd_core::{
-    DEFAULT_MAX_BATCH_SIZE, DynamicBatching, ModelConfig, ModelSignature, TensorSpec,
+    DEFAULT_MAX_BATCH_SIZE, DynamicBatching, ModelConfig, ModelSignature, Tensor, TensorSpec,
+    resolve_dims,
 };
 
 #[derive(Debug, Clone)]
@@ -22,6 +24,9 @@ pub struct ModelSpec {
     pub config: ModelConfig,
     /// Each output's labels (its `label_filename`), for the classification extension.
     pub labels: std::collections::BTreeMap<String, std::sync::Arc<[String]>>,
+    /// For a sequence model: where its backend tensors come from and go (`inputs` and
+    /// `outputs` above are only those clients send and see).
+    pub sequence: Option<std::sync::Arc<SequenceLayout>>,
 }
 
 impl ModelSpec {
@@ -45,6 +50,17 @@ impl ModelSpec {
             Some(n) => n,
             None if batchable => DEFAULT_MAX_BATCH_SIZE,
             None => 0,
+        };
+        let (sequence, signature) = match &config.sequence_batching {
+            Some(sequences) => {
+                let (layout, visible) =
+                    SequenceLayout::derive(sequences, signature, max_batch_size > 0)?;
+                (
+                    Some(std::sync::Arc::new(layout)),
+                    std::borrow::Cow::Owned(visible),
+                )
+            }
+            None => (None, std::borrow::Cow::Borrowed(signature)),
         };
         let strip = |t: &TensorSpec| -> Result<TensorSpec, String> {
             if max_batch_size == 0 {
@@ -85,6 +101,7 @@ impl ModelSpec {
             batching: config.dynamic_batching.clone().unwrap_or_default(),
             config: config.clone(),
             labels: Default::default(),
+            sequence,
         })
     }
 
@@ -107,6 +124,34 @@ impl ModelSpec {
         self.batching.enabled && self.max_batch_size > 0
     }
 
+    /// Request inputs (in model order) as the backend takes them: reshaped where the config
+    /// says (no copy).
+    pub fn inputs_to_backend(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        if self.inputs.iter().all(|i| i.reshape.is_none()) {
+            return Ok(inputs);
+        }
+        let batched = self.max_batch_size > 0;
+        inputs
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(t, spec)| match &spec.reshape {
+                Some(r) => reshape_rows(t, batched, &r.shape)
+                    .map_err(|e| format!("input '{}': {e}", spec.name)),
+                None => Ok(t),
+            })
+            .collect()
+    }
+
+    /// Output `ix` as clients see it: from the backend's `reshape` to the config's dims.
+    pub fn output_from_backend(&self, ix: usize, tensor: Tensor) -> Result<Tensor, String> {
+        let spec = &self.outputs[ix];
+        if spec.reshape.is_none() {
+            return Ok(tensor);
+        }
+        reshape_rows(tensor, self.max_batch_size > 0, &spec.dims)
+            .map_err(|e| format!("output '{}': {e}", spec.name))
+    }
+
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|i| i.name == name)
     }
@@ -116,6 +161,43 @@ impl ModelSpec {
         let batch = (self.max_batch_size > 0).then_some(-1);
         batch.into_iter().chain(spec.dims.iter().copied()).collect()
     }
+}
+
+/// `dims` and `reshape` hold as many elements (each with at most one variable dimension).
+fn check_reshape(kind: &str, d: &TensorSpec, reshape: &[i64]) -> Result<(), String> {
+    let variable = |dims: &[i64]| dims.iter().filter(|x| **x < 0).count();
+    let fixed = |dims: &[i64]| dims.iter().product::<i64>();
+    let fits = match (variable(&d.dims), variable(reshape)) {
+        (0, 0) => fixed(&d.dims) == fixed(reshape),
+        (1, 1) => true,
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "config {kind} '{}': dims {:?} and reshape {reshape:?} must hold as many elements \
+             (both fixed, or one -1 in each)",
+            d.name, d.dims
+        ))
+    }
+}
+
+/// `tensor` (with its batch dimension when `batched`) with each row in `dims`.
+fn reshape_rows(tensor: Tensor, batched: bool, dims: &[i64]) -> Result<Tensor, String> {
+    let rows = batched.then(|| tensor.shape().first().copied().unwrap_or(0));
+    let per_row = match rows {
+        Some(0) => 0,
+        Some(n) => tensor.len() / n,
+        None => tensor.len(),
+    };
+    let inner = resolve_dims(dims, per_row).ok_or_else(|| {
+        format!(
+            "cannot reshape {:?} to {dims:?} per row ({per_row} elements)",
+            tensor.shape()
+        )
+    })?;
+    tensor.reshaped(rows.into_iter().chain(inner).collect())
 }
 
 /// Tensors as the model has them, with the config's narrower dimensions where it declares some.
@@ -147,13 +229,22 @@ fn merge(
                 d.name, d.datatype, m.datatype
             ));
         }
-        let compatible = m.dims.len() == d.dims.len()
-            && m.dims.iter().zip(&d.dims).all(|(m, d)| *m == -1 || m == d);
+        let want = d.model_dims();
+        let compatible =
+            m.dims.len() == want.len() && m.dims.iter().zip(want).all(|(m, d)| *m == -1 || m == d);
         if !compatible {
+            let which = if d.reshape.is_some() {
+                "reshape"
+            } else {
+                "dims"
+            };
             return Err(format!(
-                "config {kind} '{}' has dims {:?} but the model has {:?}",
-                d.name, d.dims, m.dims
+                "config {kind} '{}' has {which} {want:?} but the model has {:?}",
+                d.name, m.dims
             ));
+        }
+        if let Some(reshape) = &d.reshape {
+            check_reshape(kind, d, &reshape.shape)?;
         }
     }
     if require_all

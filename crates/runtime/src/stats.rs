@@ -258,6 +258,7 @@ impl ModelStats {
             compute_seconds: self.compute_seconds.snapshot(),
             batch_rows: self.batch_rows.snapshot(),
             pending: 0,
+            sequences: None,
         }
     }
 }
@@ -292,6 +293,8 @@ pub struct StatsSnapshot {
     pub batch_rows: HistogramSnapshot,
     /// Requests waiting in the queue now.
     pub pending: u64,
+    /// For a sequence model: its live sequences, and those released when idle.
+    pub sequences: Option<crate::SequenceCounts>,
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub fn runs(spec: &ModelSpec, model_dir: &Path) -> Result<Vec<WarmupRun>, String
                 .iter()
                 .map(|input| tensor(spec, input, w, model_dir))
                 .collect::<Result<Vec<_>, _>>()
+                .and_then(|inputs| spec.inputs_to_backend(inputs))
                 .map_err(|e| format!("warmup {}: {e}", i + 1))?;
             Ok(WarmupRun {
                 inputs,

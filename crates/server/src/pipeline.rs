@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use inferd_runtime::{InferRequest, InferResponse, Protocol, RequestContext, Runtime, Target};
+use inferd_runtime::{
+    InferRequest, InferResponse, Protocol, RequestContext, ResponseSink, Runtime, Target,
+};
 use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 
@@ -72,7 +74,6 @@ impl Pipeline {
     /// decode → `runtime.infer` → encode, for `target`. `carrier` holds the caller's trace
     /// context (HTTP headers, gRPC metadata). A request that cannot be decoded is answered with
     /// the decoder's error and recorded as rejected.
-    #[allow(clippy::too_many_arguments)]
     pub async fn infer<F, Out>(
         &self,
         protocol: Protocol,
@@ -82,7 +83,25 @@ impl Pipeline {
         decode: impl Future<Output = Result<Decoded<F>, Rejected>>,
         encode: impl FnOnce(&RequestContext, InferResponse, F, &OutputRegions) -> Out,
     ) -> Result<Out, ApiError> {
+        self.infer_streamed(protocol, target, access, carrier, decode, encode, None)
+            .await
+    }
+
+    /// [`Self::infer`] for a front end that can send a decoupled model's responses as they
+    /// come (gRPC streams): they go to `responses`, and the answer only ends the request.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn infer_streamed<F, Out>(
+        &self,
+        protocol: Protocol,
+        target: Target,
+        access: Option<&Access>,
+        carrier: &(dyn Extractor + Sync),
+        decode: impl Future<Output = Result<Decoded<F>, Rejected>>,
+        encode: impl FnOnce(&RequestContext, InferResponse, F, &OutputRegions) -> Out,
+        responses: Option<ResponseSink>,
+    ) -> Result<Out, ApiError> {
         let mut context = RequestContext::new(protocol);
+        context.responses = responses;
         if let Some(access) = access {
             access.apply(&mut context);
         }

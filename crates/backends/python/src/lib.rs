@@ -122,23 +122,30 @@ fn signature(
 ) -> Result<ModelSignature, String> {
     if !config.inputs.is_empty() && !config.outputs.is_empty() {
         let batch = config.max_batch_size.unwrap_or(0) > 0;
-        let full = |specs: &[TensorSpec]| -> Vec<TensorSpec> {
-            specs
-                .iter()
-                .map(|s| TensorSpec {
-                    dims: batch
-                        .then_some(-1)
-                        .into_iter()
-                        .chain(s.dims.iter().copied())
-                        .collect(),
-                    ..s.clone()
-                })
-                .collect()
+        // The backend's view: reshaped dims, and what a sequence batcher adds.
+        let full = |name: &str, datatype, dims: &[i64]| {
+            let dims = batch.then_some(-1).into_iter().chain(dims.iter().copied());
+            TensorSpec::new(name, datatype, dims.collect())
         };
-        return Ok(ModelSignature {
-            inputs: full(&config.inputs),
-            outputs: full(&config.outputs),
-        });
+        let mut inputs: Vec<TensorSpec> = config
+            .inputs
+            .iter()
+            .map(|s| full(&s.name, s.datatype, s.model_dims()))
+            .collect();
+        let mut outputs: Vec<TensorSpec> = config
+            .outputs
+            .iter()
+            .map(|s| full(&s.name, s.datatype, s.model_dims()))
+            .collect();
+        if let Some(sequences) = &config.sequence_batching {
+            let controls = sequences.control_inputs.iter();
+            inputs.extend(controls.map(|c| full(&c.name, c.datatype, &[1])));
+            for state in &sequences.states {
+                inputs.push(full(&state.input, state.datatype, &state.dims));
+                outputs.push(full(&state.output, state.datatype, &state.dims));
+            }
+        }
+        return Ok(ModelSignature { inputs, outputs });
     }
     declared
         .map(|d| ModelSignature {
@@ -229,6 +236,46 @@ impl LoadedModel for PythonModel {
     }
 
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let mut refuse = |_| {
+            Err(
+                "predict() returned a generator, but the model is not decoupled: set \
+                 [model_transaction_policy] decoupled = true to stream its responses"
+                    .to_string(),
+            )
+        };
+        match self.call(inputs, &mut refuse)? {
+            Some(outputs) => Ok(outputs),
+            None => Err(BackendError::Inference(
+                "predict() yielded no answer; only a decoupled model may answer 0 times".into(),
+            )),
+        }
+    }
+
+    fn infer_stream(
+        &self,
+        inputs: Vec<Tensor>,
+        emit: &mut dyn FnMut(Vec<Tensor>) -> Result<(), String>,
+    ) -> Result<(), BackendError> {
+        let mut partial = |outputs| {
+            let outputs = self.ordered(outputs).map_err(|e| e.to_string())?;
+            emit(outputs)
+        };
+        // A predict() that returns instead of yielding answers once.
+        match self.call(inputs, &mut partial)? {
+            Some(outputs) => emit(outputs).map_err(BackendError::Inference),
+            None => Ok(()),
+        }
+    }
+}
+
+impl PythonModel {
+    /// One call on an instance's worker: the outputs it returned (in signature order), or
+    /// `None` after handing each yielded response to `partial`.
+    fn call(
+        &self,
+        inputs: Vec<Tensor>,
+        partial: &mut dyn FnMut(Vec<(String, Tensor)>) -> Result<(), String>,
+    ) -> Result<Option<Vec<Tensor>>, BackendError> {
         let mut slot = self.workers.take();
         let worker = slot.ensure(self).map_err(|e| {
             BackendError::Inference(format!("the Python worker is not running: {e}"))
@@ -240,7 +287,7 @@ impl LoadedModel for PythonModel {
             .map(|s| s.name.as_str())
             .zip(&inputs)
             .collect();
-        let outputs = match worker.call(&named, &self.watchdog, self.timeout) {
+        let outputs = match worker.call(&named, &self.watchdog, self.timeout, partial) {
             Ok(outputs) => outputs,
             Err(CallError::TimedOut) => {
                 tracing::error!(
@@ -264,6 +311,12 @@ impl LoadedModel for PythonModel {
                     "the Python model raised:\n{error}"
                 )));
             }
+            Err(CallError::Abandoned(why)) => {
+                // Stopped on purpose: a fresh worker, and no crash counted.
+                slot.worker = None;
+                let _ = slot.ensure(self);
+                return Err(BackendError::Inference(why));
+            }
             Err(CallError::Died(how)) => {
                 tracing::error!(dir = %self.version_dir.display(), "Python worker died ({how})");
                 slot.died();
@@ -277,7 +330,11 @@ impl LoadedModel for PythonModel {
                 )));
             }
         };
-        let mut outputs = outputs;
+        outputs.map(|o| self.ordered(o)).transpose()
+    }
+
+    /// A worker's named outputs in signature order, checked against it.
+    fn ordered(&self, mut outputs: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, BackendError> {
         self.signature
             .outputs
             .iter()

@@ -4,7 +4,9 @@ GIL and whatever the model does (crash included) never sit inside the server.
 Protocol on stdin/stdout, little-endian, every message a u32 length then the payload:
   worker -> server, once: JSON {"ok": true, "signature": {...} | null} or {"ok": false, "error": ...}
   server -> worker:       tensors (the request's inputs)
-  worker -> server:       u8 0 + tensors (outputs), or u8 1 + UTF-8 error text
+  worker -> server:       u8 0 + tensors (outputs), or u8 1 + UTF-8 error text; a predict()
+                          that returns a generator (decoupled models) answers u8 2 + tensors
+                          per response it yields, then u8 3 (done) or u8 1 + error text
 tensors: u32 count, then per tensor: u16 name length, name, u8 datatype length, datatype (the
 protocol's name, e.g. FP32), u8 rank, u64 dims, u64 byte length, data (BYTES: u32 length before
 each element, as the binary tensor extension).
@@ -141,6 +143,12 @@ class SklearnModel:
         return out
 
 
+def checked(outputs):
+    if not isinstance(outputs, dict):
+        raise TypeError(f"predict() must return (or yield) a dict of arrays, not {type(outputs).__name__}")
+    return outputs
+
+
 def user_model(path):
     spec = importlib.util.spec_from_file_location("inferd_model", path)
     module = importlib.util.module_from_spec(spec)
@@ -186,9 +194,13 @@ def main():
             return
         try:
             outputs = model.predict(decode(request))
-            if not isinstance(outputs, dict):
-                raise TypeError(f"predict() must return a dict of arrays, not {type(outputs).__name__}")
-            write_message(stdout, b"\x00" + encode(outputs))
+            if inspect.isgenerator(outputs):
+                # A decoupled model: one message per response, then the end.
+                for response in outputs:
+                    write_message(stdout, b"\x02" + encode(checked(response)))
+                write_message(stdout, b"\x03")
+            else:
+                write_message(stdout, b"\x00" + encode(checked(outputs)))
         except Exception:
             write_message(stdout, b"\x01" + traceback.format_exc(limit=5).encode())
 

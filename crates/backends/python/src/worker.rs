@@ -39,6 +39,9 @@ pub enum CallError {
     Died(String),
     /// The worker did not answer in time and was killed.
     TimedOut,
+    /// A decoupled model's responses could no longer be delivered; the worker was killed to
+    /// stop its generator.
+    Abandoned(String),
 }
 
 pub struct Worker {
@@ -96,32 +99,50 @@ impl Worker {
         Ok((worker, hello.signature))
     }
 
-    /// One request; `watchdog` kills the worker when it takes longer than `timeout`.
+    /// One request; `watchdog` kills the worker when it takes longer than `timeout` for an
+    /// answer (each response of a decoupled model has the whole timeout). A model that yields
+    /// responses hands each to `partial` and returns `None`; one that returns answers `Some`.
     pub fn call(
         &mut self,
         inputs: &[(&str, &Tensor)],
         watchdog: &Watchdog,
         timeout: Duration,
-    ) -> Result<Vec<(String, Tensor)>, CallError> {
-        let armed = watchdog.arm(self.pid(), timeout);
-        let sent = wire::write_tensors(&mut self.stdin, inputs);
-        let answer = sent.and_then(|()| wire::read_message(&mut self.stdout));
-        let timed_out = armed.disarm();
-        let answer = match answer {
-            Ok(_) if timed_out => return Err(CallError::TimedOut),
-            Ok(answer) => answer,
-            Err(_) if timed_out => {
-                self.ended();
-                return Err(CallError::TimedOut);
+        partial: &mut dyn FnMut(Vec<(String, Tensor)>) -> Result<(), String>,
+    ) -> Result<Option<Vec<(String, Tensor)>>, CallError> {
+        let mut sent = wire::write_tensors(&mut self.stdin, inputs);
+        loop {
+            let armed = watchdog.arm(self.pid(), timeout);
+            let answer = std::mem::replace(&mut sent, Ok(()))
+                .and_then(|()| wire::read_message(&mut self.stdout));
+            let timed_out = armed.disarm();
+            let answer = match answer {
+                Ok(_) if timed_out => return Err(CallError::TimedOut),
+                Ok(answer) => answer,
+                Err(_) if timed_out => {
+                    self.ended();
+                    return Err(CallError::TimedOut);
+                }
+                Err(_) => return Err(CallError::Died(self.ended())),
+            };
+            let decode =
+                |answer: &bytes::Bytes| wire::decode(&answer.slice(1..)).map_err(CallError::Model);
+            match answer.first() {
+                Some(0) => return decode(&answer).map(Some),
+                Some(2) => {
+                    if let Err(why) = partial(decode(&answer)?) {
+                        // The rest of the generator's answers have nowhere to go: stop it.
+                        self.ended();
+                        return Err(CallError::Abandoned(why));
+                    }
+                }
+                Some(3) => return Ok(None),
+                Some(_) => {
+                    return Err(CallError::Model(
+                        String::from_utf8_lossy(&answer[1..]).into_owned(),
+                    ));
+                }
+                None => return Err(CallError::Model("the worker sent an empty answer".into())),
             }
-            Err(_) => return Err(CallError::Died(self.ended())),
-        };
-        match answer.first() {
-            Some(0) => wire::decode(&answer.slice(1..)).map_err(CallError::Model),
-            Some(_) => Err(CallError::Model(
-                String::from_utf8_lossy(&answer[1..]).into_owned(),
-            )),
-            None => Err(CallError::Model("the worker sent an empty answer".into())),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use inferd_runtime::{ModelState, Protocol, Runtime, Target};
+use inferd_runtime::{ModelState, Protocol, ResponseSink, Runtime, Target};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -54,20 +54,112 @@ async fn infer(
     access: Option<&Access>,
     shm: &SharedMemory,
     wire: pb::ModelInferRequest,
+    responses: Option<ResponseSink>,
 ) -> Result<pb::ModelInferResponse, Status> {
     let target = Target::new(wire.model_name.clone(), version(&wire.model_version));
     let decode = async { convert::request_using(wire, Some(shm)) };
     pipeline
-        .infer(
+        .infer_streamed(
             Protocol::Grpc,
             target,
             access,
             &Metadata(metadata),
             decode,
             |context, response, (), shm| convert::response(context, response, shm),
+            responses,
         )
         .await
         .map_err(Status::from)
+}
+
+/// One request of a stream: its answer, or for a decoupled model each of its responses as
+/// the model makes them. Each response is held until the next one comes, so the last one
+/// carries `triton_final_response`; a client that asked for an empty final response
+/// (`triton_enable_empty_final_response`) gets one after them.
+async fn stream_one(
+    pipeline: &Pipeline,
+    metadata: &tonic::metadata::MetadataMap,
+    access: Option<&Access>,
+    shm: &SharedMemory,
+    wire: pb::ModelInferRequest,
+    out: &tokio::sync::mpsc::Sender<Result<pb::ModelStreamInferResponse, Status>>,
+) {
+    let (id, name, version) = (
+        wire.id.clone(),
+        wire.model_name.clone(),
+        wire.model_version.clone(),
+    );
+    let empty_final = matches!(
+        wire.parameters
+            .get(EMPTY_FINAL)
+            .and_then(|p| p.parameter_choice.as_ref()),
+        Some(pb::infer_parameter::ParameterChoice::BoolParam(true))
+    );
+    // False once the client went away (the stream was cancelled).
+    let send = |response: pb::ModelInferResponse| async {
+        let message = pb::ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(response),
+        };
+        out.send(Ok(message)).await.is_ok()
+    };
+    let (sink, mut partials) = tokio::sync::mpsc::channel(8);
+    let call = infer(pipeline, metadata, access, shm, wire, Some(sink));
+    tokio::pin!(call);
+    let mut held: Option<pb::ModelInferResponse> = None;
+    let result = loop {
+        tokio::select! {
+            Some(partial) = partials.recv() => {
+                if let Some(previous) = held.replace(convert::partial(&id, partial))
+                    && !send(flagged(previous, false)).await
+                {
+                    // Dropping the call tells the model no one listens: it stops.
+                    return;
+                }
+            }
+            result = &mut call => break result,
+        }
+    };
+    // Responses the model made just before it ended.
+    while let Ok(partial) = partials.try_recv() {
+        if let Some(previous) = held.replace(convert::partial(&id, partial)) {
+            send(flagged(previous, false)).await;
+        }
+    }
+    match result {
+        Ok(last) if last.parameters.contains_key(FINAL) => {
+            if let Some(previous) = held {
+                send(flagged(previous, !empty_final)).await;
+            }
+            if empty_final {
+                send(last).await;
+            }
+        }
+        Ok(answer) => {
+            send(answer).await;
+        }
+        Err(status) => {
+            if let Some(previous) = held {
+                send(flagged(previous, false)).await;
+            }
+            let _ = out.send(Ok(stream_error(&status, id, name, version))).await;
+        }
+    }
+}
+
+/// The response parameter that marks a decoupled model's last response.
+const FINAL: &str = "triton_final_response";
+/// The request parameter that asks for an empty response after a decoupled model's last.
+const EMPTY_FINAL: &str = "triton_enable_empty_final_response";
+
+fn flagged(mut response: pb::ModelInferResponse, last: bool) -> pb::ModelInferResponse {
+    response.parameters.insert(
+        FINAL.into(),
+        pb::InferParameter {
+            parameter_choice: Some(pb::infer_parameter::ParameterChoice::BoolParam(last)),
+        },
+    );
+    response
 }
 
 /// The `x-inferd-route` response metadata: `<model>/<version>` that answered.
@@ -96,6 +188,67 @@ fn stream_error(
             id,
             ..Default::default()
         }),
+    }
+}
+
+/// Runs the requests of one sequence (same model, same `sequence_id`) of a stream one after
+/// the other, in the order they came: each waits for the one before it to be answered. Other
+/// requests run at once, as they come.
+#[derive(Default)]
+struct SequenceOrder {
+    last: std::collections::HashMap<(String, String), tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// A request's turn: what to wait for, and what to drop when answered.
+struct Turn {
+    after: Option<tokio::sync::oneshot::Receiver<()>>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    async fn wait(self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        if let Some(after) = self.after {
+            let _ = after.await;
+        }
+        self.done
+    }
+}
+
+impl SequenceOrder {
+    fn turn(&mut self, wire: &pb::ModelInferRequest) -> Turn {
+        use pb::infer_parameter::ParameterChoice as P;
+        let id = match wire
+            .parameters
+            .get("sequence_id")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            Some(P::Int64Param(n)) if *n != 0 => n.to_string(),
+            Some(P::Uint64Param(n)) if *n != 0 => n.to_string(),
+            Some(P::StringParam(s)) if !s.is_empty() => format!("'{s}"),
+            _ => {
+                return Turn {
+                    after: None,
+                    done: None,
+                };
+            }
+        };
+        let key = (wire.model_name.clone(), id);
+        let after = self.last.remove(&key);
+        let (done, next) = tokio::sync::oneshot::channel();
+        self.last.insert(key, next);
+        // Forget sequences whose last request was answered, so the map stays small.
+        if self.last.len() > 2 * STREAM_IN_FLIGHT {
+            self.last.retain(|_, rx| {
+                matches!(
+                    rx.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                )
+            });
+        }
+        Turn {
+            after,
+            done: Some(done),
+        }
     }
 }
 
@@ -266,6 +419,7 @@ impl GrpcInferenceService for InferenceService {
             access,
             &self.config.shared_memory,
             wire,
+            None,
         )
         .await
         .map(routed)
@@ -273,7 +427,8 @@ impl GrpcInferenceService for InferenceService {
 
     type ModelStreamInferStream = InferStream;
 
-    /// Each request is answered by one response, in completion order, carrying its id; a bad
+    /// Each request is answered by one response (a decoupled model's by 0 or more), in
+    /// completion order, carrying its id; a bad
     /// request is answered with `error_message` and the stream goes on. At most
     /// [`STREAM_IN_FLIGHT`] requests of a stream run at once.
     async fn model_stream_infer(
@@ -288,6 +443,7 @@ impl GrpcInferenceService for InferenceService {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
         tokio::spawn(async move {
+            let mut sequences = SequenceOrder::default();
             loop {
                 // A slot before the next message is read: back-pressure, not buffering.
                 let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
@@ -304,6 +460,7 @@ impl GrpcInferenceService for InferenceService {
                         return;
                     }
                 };
+                let turn = sequences.turn(&wire);
                 let (pipeline, metadata, access, shm, tx) = (
                     pipeline.clone(),
                     Arc::clone(&metadata),
@@ -312,22 +469,10 @@ impl GrpcInferenceService for InferenceService {
                     tx.clone(),
                 );
                 tokio::spawn(async move {
-                    let (id, name, version) = (
-                        wire.id.clone(),
-                        wire.model_name.clone(),
-                        wire.model_version.clone(),
-                    );
-                    let answer =
-                        match infer(&pipeline, &metadata, access.as_ref().as_ref(), &shm, wire)
-                            .await
-                        {
-                            Ok(response) => pb::ModelStreamInferResponse {
-                                error_message: String::new(),
-                                infer_response: Some(response),
-                            },
-                            Err(status) => stream_error(&status, id, name, version),
-                        };
-                    let _ = tx.send(Ok(answer)).await;
+                    let done = turn.wait().await;
+                    let access = access.as_ref().as_ref();
+                    stream_one(&pipeline, &metadata, access, &shm, wire, &tx).await;
+                    drop(done);
                     drop(slot);
                 });
             }

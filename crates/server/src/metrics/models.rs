@@ -75,6 +75,15 @@ const PENDING: (&str, &str) = (
     "Instantaneous number of pending requests awaiting execution per-model",
 );
 
+const SEQUENCES_ACTIVE: (&str, &str) = (
+    "inferd_sequences_active",
+    "Live sequences of a sequence model (each holds a slot and its state)",
+);
+const SEQUENCES_RELEASED: (&str, &str) = (
+    "inferd_sequences_idle_released_total",
+    "Sequences released because no request came for max_sequence_idle_us",
+);
+
 type Histo = fn(&StatsSnapshot) -> &HistogramSnapshot;
 
 const HISTOGRAMS: &[(&str, &str, Histo)] = &[
@@ -116,7 +125,11 @@ impl ModelCollector {
                     .iter()
                     .map(|(name, help, _)| (*name, *help, labels())),
             )
-            .chain([(PENDING.0, PENDING.1, labels())])
+            .chain([
+                (PENDING.0, PENDING.1, labels()),
+                (SEQUENCES_ACTIVE.0, SEQUENCES_ACTIVE.1, labels()),
+                (SEQUENCES_RELEASED.0, SEQUENCES_RELEASED.1, labels()),
+            ])
             .map(|(name, help, labels)| desc(name, help, labels))
             .collect();
         let mut failure_labels = labels();
@@ -156,6 +169,14 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>)
     family.set_field_type(kind);
     family.set_metric(metrics);
     family
+}
+
+fn gauge(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut metric = proto::Metric::from_label(labels);
+    metric.set_gauge(g);
+    metric
 }
 
 fn counter(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
@@ -217,15 +238,26 @@ impl Collector for ModelCollector {
         families.push(family(FAILURE.0, FAILURE.1, MetricType::COUNTER, failures));
         let pending = rows
             .iter()
-            .map(|(m, v, s)| {
-                let mut g = proto::Gauge::default();
-                g.set_value(s.pending as f64);
-                let mut metric = proto::Metric::from_label(labels(&[("model", m), ("version", v)]));
-                metric.set_gauge(g);
-                metric
-            })
+            .map(|(m, v, s)| gauge(labels(&[("model", m), ("version", v)]), s.pending as f64))
             .collect();
         families.push(family(PENDING.0, PENDING.1, MetricType::GAUGE, pending));
+        // Sequence models only.
+        let sequences: Vec<_> = rows
+            .iter()
+            .filter_map(|(m, v, s)| Some((labels(&[("model", m), ("version", v)]), s.sequences?)))
+            .collect();
+        let (active, released) = sequences
+            .into_iter()
+            .map(|(l, c)| {
+                (
+                    gauge(l.clone(), c.active as f64),
+                    counter(l, c.released_idle as f64),
+                )
+            })
+            .unzip();
+        let (a, r) = (SEQUENCES_ACTIVE, SEQUENCES_RELEASED);
+        families.push(family(a.0, a.1, MetricType::GAUGE, active));
+        families.push(family(r.0, r.1, MetricType::COUNTER, released));
         let shadows = self.runtime.all_shadow_figures();
         let results = shadows
             .iter()

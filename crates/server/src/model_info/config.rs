@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use inferd_core::{DataType, VersionPolicy as Policy, Warmup as WarmupConfig, WarmupData};
+use inferd_core::{DataType, Reshape, VersionPolicy as Policy, Warmup as WarmupConfig, WarmupData};
 use inferd_runtime::ModelSpec;
 use serde::Serialize;
 
+use super::sequence::SequenceBatching;
 use crate::pb;
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +23,9 @@ pub struct ModelConfiguration {
     /// Present when the dynamic batcher merges this model's requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic_batching: Option<DynamicBatching>,
+    /// Present for sequence models (instead of dynamic_batching).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_batching: Option<SequenceBatching>,
     /// Present for ensembles: their steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ensemble_scheduling: Option<EnsembleScheduling>,
@@ -46,6 +50,8 @@ pub struct Input {
     pub data_type: DataType,
     pub format: &'static str,
     pub dims: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reshape: Option<Reshape>,
     pub is_shape_tensor: bool,
     pub allow_ragged_batch: bool,
     pub optional: bool,
@@ -57,6 +63,8 @@ pub struct Output {
     #[serde(serialize_with = "type_name")]
     pub data_type: DataType,
     pub dims: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reshape: Option<Reshape>,
     pub label_filename: String,
     pub is_shape_tensor: bool,
 }
@@ -138,7 +146,7 @@ pub struct TransactionPolicy {
     pub decoupled: bool,
 }
 
-fn type_name<S: serde::Serializer>(dt: &DataType, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn type_name<S: serde::Serializer>(dt: &DataType, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(dt.config_name())
 }
 
@@ -159,6 +167,7 @@ impl ModelConfiguration {
                 data_type: t.datatype,
                 format: t.format.map_or("FORMAT_NONE", |f| f.triton_name()),
                 dims: t.dims.clone(),
+                reshape: t.reshape.clone(),
                 is_shape_tensor: false,
                 allow_ragged_batch: false,
                 optional: false,
@@ -171,21 +180,27 @@ impl ModelConfiguration {
                 name: t.name.clone(),
                 data_type: t.datatype,
                 dims: t.dims.clone(),
+                reshape: t.reshape.clone(),
                 label_filename: t.label_filename.clone().unwrap_or_default(),
                 is_shape_tensor: false,
             })
             .collect();
         let b = &spec.batching;
-        let dynamic_batching = spec.batches().then(|| DynamicBatching {
-            preferred_batch_size: b.preferred_batch_sizes.iter().map(|s| *s as i32).collect(),
-            max_queue_delay_microseconds: b.max_queue_delay_us,
-            priority_levels: u64::from(b.priority_levels),
-            default_priority_level: u64::from(b.default_priority_level),
-            default_queue_policy: QueuePolicy {
-                default_timeout_microseconds: b.default_timeout_us,
-                max_queue_size: b.max_queue_size,
-            },
-        });
+        let sequence_batching = spec
+            .sequence
+            .as_ref()
+            .map(|layout| SequenceBatching::of(&layout.config));
+        let dynamic_batching =
+            (spec.batches() && sequence_batching.is_none()).then(|| DynamicBatching {
+                preferred_batch_size: b.preferred_batch_sizes.iter().map(|s| *s as i32).collect(),
+                max_queue_delay_microseconds: b.max_queue_delay_us,
+                priority_levels: u64::from(b.priority_levels),
+                default_priority_level: u64::from(b.default_priority_level),
+                default_queue_policy: QueuePolicy {
+                    default_timeout_microseconds: b.default_timeout_us,
+                    max_queue_size: b.max_queue_size,
+                },
+            });
         let parameters = spec
             .config
             .parameters
@@ -233,6 +248,7 @@ impl ModelConfiguration {
             input,
             output,
             dynamic_batching,
+            sequence_batching,
             ensemble_scheduling,
             instance_group,
             parameters,
@@ -243,7 +259,9 @@ impl ModelConfiguration {
                 .enumerate()
                 .map(|(i, w)| warmup(spec, i, w))
                 .collect(),
-            model_transaction_policy: TransactionPolicy { decoupled: false },
+            model_transaction_policy: TransactionPolicy {
+                decoupled: spec.config.is_decoupled(),
+            },
         }
     }
 }
@@ -281,7 +299,7 @@ fn warmup(spec: &ModelSpec, index: usize, w: &WarmupConfig) -> Warmup {
     }
 }
 
-fn data_type(dt: DataType) -> i32 {
+pub(super) fn data_type(dt: DataType) -> i32 {
     let t = match dt {
         DataType::Bool => pb::DataType::TypeBool,
         DataType::U8 => pb::DataType::TypeUint8,
@@ -313,6 +331,7 @@ impl From<ModelConfiguration> for pb::ModelConfig {
             input,
             output,
             dynamic_batching,
+            sequence_batching,
             ensemble_scheduling,
             instance_group,
             parameters,
@@ -332,6 +351,7 @@ impl From<ModelConfiguration> for pb::ModelConfig {
                     data_type: dt,
                     format,
                     dims,
+                    reshape,
                     is_shape_tensor,
                     allow_ragged_batch,
                     optional,
@@ -342,6 +362,7 @@ impl From<ModelConfiguration> for pb::ModelConfig {
                     format: pb::model_input::Format::from_str_name(format).unwrap_or_default()
                         as i32,
                     dims,
+                    reshape: reshape.map(|r| pb::ModelTensorReshape { shape: r.shape }),
                     is_shape_tensor,
                     allow_ragged_batch,
                     optional,
@@ -355,6 +376,7 @@ impl From<ModelConfiguration> for pb::ModelConfig {
                     name,
                     data_type: dt,
                     dims,
+                    reshape,
                     label_filename,
                     is_shape_tensor,
                 } = o;
@@ -362,6 +384,7 @@ impl From<ModelConfiguration> for pb::ModelConfig {
                     name,
                     data_type: data_type(dt),
                     dims,
+                    reshape: reshape.map(|r| pb::ModelTensorReshape { shape: r.shape }),
                     label_filename,
                     is_shape_tensor,
                 }
@@ -391,6 +414,10 @@ impl From<ModelConfiguration> for pb::ModelConfig {
                 }),
                 ..Default::default()
             })
+        });
+        let scheduling_choice = scheduling_choice.or_else(|| {
+            sequence_batching
+                .map(|s| pb::model_config::SchedulingChoice::SequenceBatching(s.into()))
         });
         let scheduling_choice = scheduling_choice.or_else(|| {
             let step = ensemble_scheduling?

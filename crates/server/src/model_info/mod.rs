@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod metadata;
+pub mod sequence;
 pub mod statistics;
 
 pub use config::ModelConfiguration;

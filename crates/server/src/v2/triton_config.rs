@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 
 use inferd_core::{
-    DynamicBatching, ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep, ModelConfig, TensorFormat,
+    ControlInput, ControlKind, DataType, DynamicBatching, ENSEMBLE_PLATFORM, EnsembleConfig,
+    EnsembleStep, ModelConfig, SequenceBatching, SequenceState, SequenceStrategy, TensorFormat,
     TensorSpec, VersionPolicy, Warmup, WarmupData,
 };
 use serde_json::{Map, Value};
 
 /// Sections that change what a model computes or where; silently dropping them would serve
 /// something other than what the user asked for.
-const UNSUPPORTED: &[&str] = &["sequence_batching", "batch_input", "batch_output"];
+const UNSUPPORTED: &[&str] = &["batch_input", "batch_output"];
 
 /// Every field of Triton's ModelConfig; a key outside it is a typo, not something to ignore.
 /// Those not mapped or refused above are accepted and have no effect here (e.g. `optimization`).
@@ -57,11 +58,6 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         .get("model_transaction_policy")
         .and_then(|p| p.get("decoupled"))
         .and_then(Value::as_bool);
-    if decoupled == Some(true) {
-        return Err(
-            "decoupled models (model_transaction_policy) are not supported by inferd".into(),
-        );
-    }
     let text = |key: &str| {
         object
             .get(key)
@@ -82,8 +78,15 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         inputs: tensors(object, "input")?,
         outputs: tensors(object, "output")?,
         instance_count: instance_count(object)?,
-        // An ensemble's steps batch; it has no scheduler of its own.
-        dynamic_batching: if is_ensemble {
+        model_transaction_policy: decoupled
+            .map(|decoupled| inferd_core::TransactionPolicy { decoupled }),
+        sequence_batching: object
+            .get("sequence_batching")
+            .map(sequence_batching)
+            .transpose()?,
+        // An ensemble's steps batch; it has no scheduler of its own; a sequence model batches
+        // by its sequence batcher.
+        dynamic_batching: if is_ensemble || object.contains_key("sequence_batching") {
             None
         } else {
             Some(dynamic_batching(object.get("dynamic_batching"))?)
@@ -203,6 +206,13 @@ fn tensors(object: &Map<String, Value>, key: &str) -> Result<Vec<TensorSpec>, St
                     .and_then(Value::as_str)
                     .filter(|f| !f.is_empty())
                     .map(str::to_string),
+                reshape: t
+                    .get("reshape")
+                    .map(|r| {
+                        let shape = dims(r.get("shape"), &format!("{key} '{name}' reshape"))?;
+                        Ok::<_, String>(inferd_core::Reshape { shape })
+                    })
+                    .transpose()?,
                 format: match t.get("format").and_then(Value::as_str) {
                     None => None,
                     Some(f) => Some(TensorFormat::parse(f).ok_or_else(|| {
@@ -278,6 +288,118 @@ fn dynamic_batching(value: Option<&Value>) -> Result<DynamicBatching, String> {
         }
     }
     Ok(b)
+}
+
+/// Triton's `sequence_batching`: strategy, idle time, control inputs and implicit state.
+fn sequence_batching(value: &Value) -> Result<SequenceBatching, String> {
+    let what = "sequence_batching";
+    let section = value
+        .as_object()
+        .ok_or_else(|| format!("'{what}' must be an object"))?;
+    let mut b = SequenceBatching::default();
+    if let Some(us) = optional_number(section, "max_sequence_idle_microseconds")? {
+        b.max_sequence_idle_us = us;
+    }
+    if let Some(direct) = section.get("direct").and_then(Value::as_object) {
+        b.strategy = SequenceStrategy::Direct;
+        if let Some(us) = optional_number(direct, "max_queue_delay_microseconds")? {
+            b.direct.max_queue_delay_us = us;
+        }
+    }
+    if let Some(oldest) = section.get("oldest").and_then(Value::as_object) {
+        b.strategy = SequenceStrategy::Oldest;
+        if let Some(n) = optional_number(oldest, "max_candidate_sequences")? {
+            b.oldest.max_candidate_sequences = n as u32;
+        }
+        if let Some(us) = optional_number(oldest, "max_queue_delay_microseconds")? {
+            b.oldest.max_queue_delay_us = us;
+        }
+        b.oldest.preferred_batch_sizes =
+            list(oldest.get("preferred_batch_size"), "preferred_batch_size")?
+                .iter()
+                .map(|v| number(v, "preferred_batch_size").map(|n| n as u32))
+                .collect::<Result<_, _>>()?;
+    }
+    for input in list(section.get("control_input"), "control_input")? {
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("every control_input needs a 'name'")?;
+        for control in list(input.get("control"), "control")? {
+            b.control_inputs.push(control_input(name, control)?);
+        }
+    }
+    for state in list(section.get("state"), "state")? {
+        let text = |key: &str| {
+            state
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("every state needs '{key}'"))
+        };
+        b.states.push(SequenceState {
+            input: text("input_name")?,
+            output: text("output_name")?,
+            datatype: text("data_type")?
+                .parse()
+                .map_err(|e| format!("state: {e}"))?,
+            dims: dims(state.get("dims"), "state dims")?,
+        });
+    }
+    Ok(b)
+}
+
+/// One `control` of a control input: its kind, and its false/true values or CORRID's type.
+fn control_input(name: &str, control: &Value) -> Result<ControlInput, String> {
+    let kind = match control.get("kind") {
+        None => Some(ControlKind::Start),
+        Some(k) => k.as_str().and_then(ControlKind::from_triton),
+    }
+    .ok_or_else(|| {
+        format!(
+            "control input '{name}': kind {:?} is not known",
+            control.get("kind")
+        )
+    })?;
+    let pair = |key: &str| -> Result<Option<[f64; 2]>, String> {
+        let values = list(control.get(key), key)?;
+        match values {
+            [] => Ok(None),
+            [f, t] => {
+                let v = |x: &Value| x.as_f64().or_else(|| x.as_bool().map(|b| b as u8 as f64));
+                match (v(f), v(t)) {
+                    (Some(f), Some(t)) => Ok(Some([f, t])),
+                    _ => Err(format!(
+                        "control input '{name}': {key} must hold two values"
+                    )),
+                }
+            }
+            _ => Err(format!(
+                "control input '{name}': {key} has two entries (false, true)"
+            )),
+        }
+    };
+    let (datatype, false_true) = if let Some(ft) = pair("int32_false_true")? {
+        (DataType::I32, Some(ft))
+    } else if let Some(ft) = pair("fp32_false_true")? {
+        (DataType::F32, Some(ft))
+    } else if let Some(ft) = pair("bool_false_true")? {
+        (DataType::Bool, Some(ft))
+    } else {
+        let datatype = control
+            .get("data_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("control input '{name}' needs a data_type or false_true"))?
+            .parse()
+            .map_err(|e| format!("control input '{name}': {e}"))?;
+        (datatype, None)
+    };
+    Ok(ControlInput {
+        name: name.to_string(),
+        kind,
+        datatype,
+        false_true,
+    })
 }
 
 fn version_policy(value: Option<&Value>) -> Result<VersionPolicy, String> {
@@ -406,9 +528,60 @@ mod tests {
     }
 
     #[test]
+    fn reads_sequence_batching_as_the_config_answers_it() {
+        use inferd_core::{ControlInput, ControlKind, DataType, SequenceState};
+        let config = SequenceBatching {
+            strategy: SequenceStrategy::Oldest,
+            max_sequence_idle_us: 5_000_000,
+            oldest: inferd_core::OldestStrategy {
+                max_candidate_sequences: 4,
+                max_queue_delay_us: 100,
+                preferred_batch_sizes: vec![2],
+            },
+            control_inputs: vec![
+                ControlInput {
+                    name: "S".into(),
+                    kind: ControlKind::Start,
+                    datatype: DataType::I32,
+                    false_true: Some([0.0, 1.0]),
+                },
+                ControlInput {
+                    name: "R".into(),
+                    kind: ControlKind::Ready,
+                    datatype: DataType::F32,
+                    false_true: Some([0.0, 1.0]),
+                },
+                ControlInput {
+                    name: "C".into(),
+                    kind: ControlKind::Corrid,
+                    datatype: DataType::U64,
+                    false_true: None,
+                },
+            ],
+            states: vec![SequenceState {
+                input: "IN".into(),
+                output: "OUT".into(),
+                datatype: DataType::F32,
+                dims: vec![2, 3],
+            }],
+            ..SequenceBatching::default()
+        };
+        let answered = crate::model_info::sequence::SequenceBatching::of(&config);
+        let json = json!({ "sequence_batching": serde_json::to_value(answered).unwrap() });
+        let parsed = from_triton_json(&json).unwrap();
+        assert_eq!(parsed.sequence_batching, Some(config));
+        assert_eq!(parsed.dynamic_batching, None);
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         for (config, needle) in [
-            (json!({ "sequence_batching": {} }), "sequence_batching"),
+            (json!({ "batch_input": [] }), "'batch_input' is not supported"),
+            (
+                json!({ "sequence_batching": { "control_input": [{ "name": "S", "control": [{
+                    "kind": "CONTROL_SEQUENCE_START" }] }] } }),
+                "control input 'S' needs a data_type or false_true",
+            ),
             (json!({ "max_batch": 8 }), "unknown field 'max_batch'"),
             (
                 json!({ "instance_group": [{ "kind": "KIND_GPU" }] }),
