@@ -69,13 +69,14 @@ def no_secret_in_any_log():
 
 
 class Server:
-    def __init__(self, repo, log_path, *extra, token=None, tls=None):
+    def __init__(self, repo, log_path, *extra, token=None, tls=None, ports=None):
         """`token`: the bearer credential its own calls send (a server with --auth); `tls`: an
-        ssl.SSLContext for a server with --tls-cert."""
+        ssl.SSLContext for a server with --tls-cert; `ports`: (http, grpc, metrics) to reuse,
+        e.g. a replica restarted behind a load balancer."""
         self.token = token
         self.tls = tls
         self.scheme = "https" if tls else "http"
-        self.port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.port, self.grpc_port, self.metrics_port = ports or free_ports(3)
         self.url = f"127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.metrics_url = f"127.0.0.1:{self.metrics_port}"
@@ -84,7 +85,9 @@ class Server:
         self.log = open(log_path, "wb")
         args = [binary(), "serve", "--model-repository", repo, "--http-port", self.port, "--grpc-port", self.grpc_port,
                 "--metrics-port", self.metrics_port, *extra]
-        self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT)
+        # Stopped at once unless a test asks for a grace period (--shutdown-grace).
+        env = dict(os.environ, INFERD_SHUTDOWN_GRACE=os.environ.get("INFERD_SHUTDOWN_GRACE", "0"))
+        self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT, env=env)
         try:
             self.wait_loaded()
         except BaseException:

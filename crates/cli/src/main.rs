@@ -9,6 +9,7 @@ mod log_buffer;
 mod logging;
 mod models;
 mod serve;
+mod single_model;
 mod size;
 mod wire;
 

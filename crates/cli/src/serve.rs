@@ -19,6 +19,19 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_MODEL_REPOSITORY", value_name = "DIR")]
     model_repository: PathBuf,
 
+    /// Serve only this model (KServe's single-model runtimes: `--model-name={{.Name}}`). The
+    /// repository may then be the model's own directory (`1/model.onnx`, or the model's files
+    /// with no version directory, as KServe's storage initializer leaves /mnt/models) or a
+    /// repository holding NAME/.
+    #[arg(long, env = "INFERD_MODEL_NAME", value_name = "NAME")]
+    model_name: Option<String>,
+
+    /// Seconds the server goes on answering after SIGTERM or SIGINT while readiness already
+    /// says 503 (so load balancers and Kubernetes endpoints stop sending first); then it
+    /// finishes in-flight requests and exits. A second signal ends the grace at once.
+    #[arg(long, env = "INFERD_SHUTDOWN_GRACE", default_value_t = 5.0, value_parser = grace)]
+    shutdown_grace: f64,
+
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, env = "INFERD_HOST", default_value = "127.0.0.1")]
     host: std::net::IpAddr,
@@ -429,6 +442,13 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         Some(path) => inferd_streams::load(path).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
+    let repository = match &args.model_name {
+        Some(name) => {
+            let views = args.model_cache.clone().unwrap_or_else(std::env::temp_dir);
+            crate::single_model::view(&args.model_repository, name, &views)?
+        }
+        None => args.model_repository.clone(),
+    };
     let mode = ControlMode::from(args.model_control_mode);
     if mode != ControlMode::Explicit && !args.load_models.is_empty() {
         return Err("--load-model needs --model-control-mode explicit (the other modes load the whole repository)".into());
@@ -457,7 +477,7 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
             },
         })?)),
     };
-    let mut runtime = Runtime::new(&args.model_repository, backends)
+    let mut runtime = Runtime::new(&repository, backends)
         .with_control_mode(mode)
         .with_store(store)
         .with_model_cache(
@@ -575,10 +595,23 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         Duration::from_secs(args.repository_poll_secs),
     ));
 
-    // One signal stops both endpoints; each finishes its in-flight requests.
+    // A signal makes the server unready at once; after the grace period it stops every
+    // endpoint, each finishing its in-flight requests.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let draining = Arc::clone(&runtime);
+    let grace = Duration::from_secs_f64(args.shutdown_grace);
     tokio::spawn(async move {
         shutdown_signal().await;
+        draining.begin_draining();
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: readiness is 503; answering through the grace period"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = shutdown_signal() => tracing::info!("second signal: grace period cut short"),
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -675,6 +708,15 @@ async fn load_and_poll(runtime: Arc<Runtime>, load_models: Vec<String>, period: 
     }
 }
 
+fn grace(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('s').parse::<f64>() {
+        Ok(secs) if (0.0..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds from 0 to 3600"
+        )),
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM; the server then finishes in-flight requests and exits.
 async fn shutdown_signal() {
     let interrupt = async {
@@ -701,7 +743,6 @@ async fn shutdown_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
 
 fn audit_stats(audit: &Audit) -> (u64, u64, u64) {

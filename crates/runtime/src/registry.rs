@@ -246,6 +246,8 @@ pub struct Readiness {
     pub loading: bool,
     /// `model[/version]: reason` for everything that should serve and does not.
     pub not_ready: Vec<String>,
+    /// The server is shutting down (never ready again).
+    pub draining: bool,
 }
 
 pub struct Runtime {
@@ -259,6 +261,9 @@ pub struct Runtime {
     /// Start-up loading has finished: until then the server is not ready, even before the
     /// first model shows up in the registry.
     pub(crate) startup_done: AtomicBool,
+    /// The server is shutting down: not ready, so load balancers stop sending, while it goes
+    /// on answering what still comes.
+    pub(crate) draining: AtomicBool,
     pub(crate) observers: Vec<Arc<dyn Observer>>,
     /// Some observer reads the request at completion (kept until then).
     pub(crate) keep_requests: bool,
@@ -282,6 +287,7 @@ impl Runtime {
             model_locks: Mutex::default(),
             fingerprints: Arc::default(),
             startup_done: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             observers: Vec::new(),
             keep_requests: false,
             // In memory: opening it cannot fail short of an allocation failure.
@@ -436,11 +442,20 @@ impl Runtime {
         out
     }
 
+    /// From now on the server is not ready (a shutdown began); requests are still served.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     /// Ready when every model version that should be loaded is; says which are not and why.
     pub fn readiness(&self) -> Readiness {
         let models = self.read();
         let mut loading = false;
         let mut not_ready = Vec::new();
+        let draining = self.draining.load(Ordering::Acquire);
+        if draining {
+            not_ready.push("the server is shutting down".to_string());
+        }
         if !self.startup_done.load(Ordering::Acquire) {
             loading = true;
             not_ready.push("start-up loading has not finished".to_string());
@@ -475,6 +490,7 @@ impl Runtime {
             ready: not_ready.is_empty(),
             loading,
             not_ready,
+            draining,
         }
     }
 }

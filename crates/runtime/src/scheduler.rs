@@ -154,6 +154,7 @@ struct Shared {
     stats: Arc<ModelStats>,
     ops: BatchOps,
     inline: bool,
+    clock: utilization::BusyClock,
 }
 
 impl Shared {
@@ -198,6 +199,7 @@ impl Scheduler {
             stats,
             ops,
             inline,
+            clock: utilization::BusyClock::default(),
         });
         // Built before any thread starts, so an early return stops the ones already running.
         let mut scheduler = Scheduler {
@@ -299,6 +301,13 @@ impl Scheduler {
     pub fn pending(&self) -> usize {
         self.shared.lock().queue.len()
     }
+
+    /// Busy share of the instances over the last few seconds, 0 to 1.
+    pub fn utilization(&self) -> f64 {
+        self.shared
+            .clock
+            .utilization(self.shared.policy.instances.max(1))
+    }
 }
 
 /// One request on the caller's thread, holding an instance (already counted busy).
@@ -338,15 +347,15 @@ struct Busy<'a> {
 
 impl<'a> Busy<'a> {
     fn new(shared: &'a Shared) -> Busy<'a> {
-        Busy {
-            shared,
-            started: Instant::now(),
-        }
+        let started = Instant::now();
+        shared.clock.start(started);
+        Busy { shared, started }
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
+        self.shared.clock.stop(self.started);
         let mut state = self.shared.lock();
         state.executed(self.started.elapsed());
         let queued = !state.queue.is_empty();
@@ -670,3 +679,4 @@ fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, Strin
 
 #[cfg(test)]
 mod tests;
+mod utilization;

@@ -179,9 +179,12 @@ impl ServedModel {
 
     /// This version's statistics now, with the requests waiting in its queue.
     pub fn stats(&self) -> StatsSnapshot {
+        let scheduler = self.scheduler().ok();
         StatsSnapshot {
-            pending: self.scheduler().map_or(0, |s| s.pending()) as u64,
+            pending: scheduler.map_or(0, |s| s.pending()) as u64,
             sequences: self.sequences().map(Sequences::counts),
+            instances: scheduler.map_or(0, |_| self.spec.instance_count.max(1)),
+            utilization: scheduler.map_or(0.0, Scheduler::utilization),
             ..self.stats.snapshot()
         }
     }
@@ -666,6 +669,9 @@ pub(crate) struct Recording<'a> {
 
 impl<'a> Recording<'a> {
     fn new(stats: &'a ModelStats) -> Recording<'a> {
+        stats
+            .inflight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Recording {
             stats,
             started: Instant::now(),
@@ -686,6 +692,9 @@ impl<'a> Recording<'a> {
 
 impl Drop for Recording<'_> {
     fn drop(&mut self) {
+        self.stats
+            .inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if !self.done {
             self.stats
                 .failure(FailureReason::Canceled, self.started.elapsed());

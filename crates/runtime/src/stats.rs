@@ -168,6 +168,8 @@ pub struct ModelStats {
     queue_seconds: Histogram,
     compute_seconds: Histogram,
     batch_rows: Histogram,
+    /// Requests in the runtime now (queued or running), for autoscalers.
+    pub(crate) inflight: AtomicU64,
 }
 
 impl Default for ModelStats {
@@ -188,6 +190,7 @@ impl Default for ModelStats {
             queue_seconds: Histogram::new(LATENCY_BUCKETS),
             compute_seconds: Histogram::new(LATENCY_BUCKETS),
             batch_rows: Histogram::new(BATCH_BUCKETS),
+            inflight: AtomicU64::new(0),
         }
     }
 }
@@ -259,6 +262,9 @@ impl ModelStats {
             batch_rows: self.batch_rows.snapshot(),
             pending: 0,
             sequences: None,
+            inflight: self.inflight.load(Relaxed),
+            instances: 0,
+            utilization: 0.0,
         }
     }
 }
@@ -295,6 +301,11 @@ pub struct StatsSnapshot {
     pub pending: u64,
     /// For a sequence model: its live sequences, and those released when idle.
     pub sequences: Option<crate::SequenceCounts>,
+    /// Requests in the runtime now (queued or running).
+    pub inflight: u64,
+    /// Instances, and their busy share over the last few seconds (0 to 1).
+    pub instances: u32,
+    pub utilization: f64,
 }
 
 #[cfg(test)]

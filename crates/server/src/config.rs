@@ -55,7 +55,7 @@ pub fn readiness(runtime: &Runtime, config: &ServerConfig) -> (bool, Vec<String>
     let ready = if config.strict_readiness {
         r.ready
     } else {
-        !r.loading
+        !r.loading && !r.draining
     };
     (ready, r.not_ready)
 }

@@ -84,6 +84,38 @@ const SEQUENCES_RELEASED: (&str, &str) = (
     "Sequences released because no request came for max_sequence_idle_us",
 );
 
+/// Saturation gauges for autoscalers (KEDA, the HPA through prometheus-adapter): per model
+/// version, then the server's totals.
+const SATURATION: &[(&str, &str, Value)] = &[
+    (
+        "inferd_queue_depth",
+        "Requests waiting in the model version's queue now",
+        |s| s.pending as f64,
+    ),
+    (
+        "inferd_inflight_requests",
+        "Requests in the runtime for the model version now, queued or running",
+        |s| s.inflight as f64,
+    ),
+    (
+        "inferd_instance_utilization",
+        "Busy share of the model version's instance time over the last 10 s (0 to 1)",
+        |s| s.utilization,
+    ),
+];
+const SERVER_QUEUE: (&str, &str) = (
+    "inferd_server_queue_depth",
+    "Requests waiting in every model's queue now",
+);
+const SERVER_INFLIGHT: (&str, &str) = (
+    "inferd_server_inflight_requests",
+    "Requests in the runtime now, queued or running, all models",
+);
+const SERVER_UTILIZATION: (&str, &str) = (
+    "inferd_server_instance_utilization",
+    "Busy share of all model instances over the last 10 s (0 to 1)",
+);
+
 type Histo = fn(&StatsSnapshot) -> &HistogramSnapshot;
 
 const HISTOGRAMS: &[(&str, &str, Histo)] = &[
@@ -130,6 +162,16 @@ impl ModelCollector {
                 (SEQUENCES_ACTIVE.0, SEQUENCES_ACTIVE.1, labels()),
                 (SEQUENCES_RELEASED.0, SEQUENCES_RELEASED.1, labels()),
             ])
+            .chain(
+                SATURATION
+                    .iter()
+                    .map(|(name, help, _)| (*name, *help, labels())),
+            )
+            .chain(
+                [SERVER_QUEUE, SERVER_INFLIGHT, SERVER_UTILIZATION]
+                    .iter()
+                    .map(|(name, help)| (*name, *help, Vec::new())),
+            )
             .map(|(name, help, labels)| desc(name, help, labels))
             .collect();
         let mut failure_labels = labels();
@@ -255,6 +297,35 @@ impl Collector for ModelCollector {
                 )
             })
             .unzip();
+        for (name, help, value) in SATURATION {
+            let metrics = rows
+                .iter()
+                .map(|(m, v, s)| gauge(labels(&[("model", m), ("version", v)]), value(s)))
+                .collect();
+            families.push(family(name, help, MetricType::GAUGE, metrics));
+        }
+        let sum = |f: fn(&StatsSnapshot) -> f64| rows.iter().map(|(_, _, s)| f(s)).sum::<f64>();
+        let instances = sum(|s| f64::from(s.instances));
+        let busy = sum(|s| s.utilization * f64::from(s.instances));
+        for ((name, help), value) in [
+            (SERVER_QUEUE, sum(|s| s.pending as f64)),
+            (SERVER_INFLIGHT, sum(|s| s.inflight as f64)),
+            (
+                SERVER_UTILIZATION,
+                if instances > 0.0 {
+                    busy / instances
+                } else {
+                    0.0
+                },
+            ),
+        ] {
+            families.push(family(
+                name,
+                help,
+                MetricType::GAUGE,
+                vec![gauge(Vec::new(), value)],
+            ));
+        }
         let (a, r) = (SEQUENCES_ACTIVE, SEQUENCES_RELEASED);
         families.push(family(a.0, a.1, MetricType::GAUGE, active));
         families.push(family(r.0, r.1, MetricType::COUNTER, released));

@@ -576,7 +576,10 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_honour() {
         for (config, needle) in [
-            (json!({ "batch_input": [] }), "'batch_input' is not supported"),
+            (
+                json!({ "batch_input": [] }),
+                "'batch_input' is not supported",
+            ),
             (
                 json!({ "sequence_batching": { "control_input": [{ "name": "S", "control": [{
                     "kind": "CONTROL_SEQUENCE_START" }] }] } }),
