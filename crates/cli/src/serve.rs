@@ -26,6 +26,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_MODEL_NAME", value_name = "NAME")]
     model_name: Option<String>,
 
+    /// Size of the response cache for models with `[response_cache] enabled = true` (e.g.
+    /// 256MiB); 0 turns it off. Least recently used answers are evicted first.
+    #[arg(long, env = "INFERD_CACHE_SIZE", default_value = "0", value_parser = parse_size)]
+    cache_size: usize,
+
     /// Seconds the server goes on answering after SIGTERM or SIGINT while readiness already
     /// says 503 (so load balancers and Kubernetes endpoints stop sending first); then it
     /// finishes in-flight requests and exits. A second signal ends the grace at once.
@@ -485,6 +490,7 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
                 .clone()
                 .unwrap_or_else(inferd_runtime::source::default_cache),
         )
+        .with_response_cache(args.cache_size)
         .with_observer(Arc::clone(&access) as Arc<dyn inferd_runtime::Observer>);
     if let Some(audit) = &audit {
         runtime = runtime.with_observer(Arc::clone(audit) as Arc<dyn inferd_runtime::Observer>);

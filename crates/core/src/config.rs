@@ -58,6 +58,17 @@ pub struct ModelConfig {
     /// `decoupled = true`: the model answers a request with 0 or more responses (Triton's
     /// model_transaction_policy), over gRPC ModelStreamInfer only.
     pub model_transaction_policy: Option<TransactionPolicy>,
+    /// `enabled = true`: successful answers are kept in the server's response cache
+    /// (`--cache-size`) and repeated requests answered from it without running the model.
+    pub response_cache: Option<ResponseCacheConfig>,
+}
+
+/// config.toml's `[response_cache]` (Triton's `response_cache { enable }`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCacheConfig {
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// config.toml's `[model_transaction_policy]`.
@@ -223,6 +234,11 @@ impl ModelConfig {
             .is_some_and(|t| !t.split.is_empty() && t.split.iter().all(|a| a.model.is_some()))
     }
 
+    /// Whether the model's answers go to the response cache.
+    pub fn caches_responses(&self) -> bool {
+        self.response_cache.is_some_and(|c| c.enabled)
+    }
+
     /// Whether the model may answer a request with 0 or more responses.
     pub fn is_decoupled(&self) -> bool {
         self.model_transaction_policy.is_some_and(|p| p.decoupled)
@@ -326,6 +342,13 @@ impl ModelConfig {
         }
         self.validate_ensemble()?;
         self.validate_sequences()?;
+        if self.caches_responses() && (self.is_decoupled() || self.sequence_batching.is_some()) {
+            return Err(
+                "response_cache is for models whose answer depends on the request alone: not \
+                 for sequence (stateful) or decoupled models"
+                    .into(),
+            );
+        }
         if self.is_decoupled() && (self.is_ensemble() || self.sequence_batching.is_some()) {
             return Err(
                 "a decoupled model is neither an ensemble nor a sequence model here".into(),

@@ -16,7 +16,8 @@ pub use backend::{
 };
 pub use config::{
     AuditConfig, AuditPayloads, CONFIG_FILE, DEFAULT_MAX_BATCH_SIZE, DynamicBatching,
-    MAX_INSTANCES, ModelConfig, TransactionPolicy, VersionPolicy, Warmup, WarmupData, read_labels,
+    MAX_INSTANCES, ModelConfig, ResponseCacheConfig, TransactionPolicy, VersionPolicy, Warmup,
+    WarmupData, read_labels,
 };
 pub use datatype::DataType;
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleConfig, EnsembleStep};

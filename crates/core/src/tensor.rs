@@ -358,6 +358,15 @@ impl Tensor {
         Tensor::from_wire(datatype, shape, vec![Bytes::from(vec![0u8; n * size])])
     }
 
+    /// The same tensor in one buffer of its own (a copy), keeping nothing else alive.
+    pub fn owned(&self) -> Tensor {
+        Tensor {
+            datatype: self.datatype,
+            shape: self.shape.clone(),
+            chunks: vec![Bytes::copy_from_slice(&self.contiguous())],
+        }
+    }
+
     /// The same elements in another shape of as many elements (no copy).
     pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, String> {
         if element_count(&shape) != Some(self.len()) {

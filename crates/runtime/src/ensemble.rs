@@ -343,6 +343,7 @@ impl Runtime {
             model_version: spec.version,
             outputs,
             decoupled: false,
+            cached: false,
         };
         Ok((response, rows))
     }

@@ -3,9 +3,11 @@
 //! request once when it ends.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use crate::cache::Key;
 use crate::observer::{Completed, Outcome};
 use crate::router::{Route, RouteKind};
 use crate::scheduler::stage;
@@ -49,50 +51,50 @@ impl Runtime {
                 watch.version = Some(load.spec().version);
                 watch.spec = Some(Arc::clone(load.spec()));
                 let checked = crate::classification::check(load.spec(), &classification);
-                // A request refused before it runs gets no shadow copy either.
-                let shadows = if checked.is_ok() { shadows } else { Vec::new() };
-                let primaries: Vec<_> = shadows
-                    .into_iter()
-                    .filter_map(|shadow| {
-                        // A full shadow queue drops the copy before it costs anything.
-                        if !shadow.shadow_has_room() {
-                            self.shadows
-                                .stats(&target.model, shadow.spec().version)
-                                .dropped
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            return None;
+                // Per version (so per arm of a split): a hit never crosses versions.
+                let cached = match (&self.response_cache, &checked) {
+                    (Some(cache), Ok(())) if load.spec().config.caches_responses() => {
+                        let looked = Instant::now();
+                        let spec = load.spec();
+                        let key = Key::of(&spec.name, spec.version, &request, &classification);
+                        match cache.get(&key) {
+                            Some(hit) => Err((hit, looked.elapsed())),
+                            None => Ok(Some((cache, key, looked.elapsed()))),
                         }
-                        Some(self.shadow(target, shadow, &request, context, tolerance))
-                    })
-                    .collect();
-                let mut result = match (checked, load.steps()) {
-                    (Err(e), _) => Err(e),
-                    (Ok(()), Some(steps)) => {
-                        self.run_ensemble(&load, steps, request, context).await
                     }
-                    (Ok(()), None) => load.infer(request, context).await,
+                    _ => Ok(None),
                 };
-                if let Ok(response) = &mut result {
-                    response.route = kind.as_str();
-                }
-                if let RouteKind::Split { rollout: true } = kind {
-                    let spec = load.spec();
-                    self.rollout_meters.record(
-                        &spec.name,
-                        spec.version,
-                        result.is_ok(),
-                        context.received.elapsed(),
-                    );
-                }
-                for tx in primaries {
-                    let _ = tx.send(result.as_ref().ok().cloned());
-                }
-                // After the shadows got the outputs to compare, before anything records them.
-                if classification.is_empty() {
-                    result
-                } else {
-                    result
-                        .and_then(|r| crate::classification::apply(r, &classification, load.spec()))
+                match cached {
+                    // A hit runs nothing: no execution, no shadow copy.
+                    Err((mut hit, lookup)) => {
+                        hit.route = kind.as_str();
+                        hit.cached = true;
+                        load.record_cache_hit(context.received.elapsed(), lookup);
+                        Ok(hit)
+                    }
+                    Ok(miss) => {
+                        let result = self
+                            .run_routed(
+                                target,
+                                &load,
+                                kind,
+                                shadows,
+                                tolerance,
+                                request,
+                                &classification,
+                                checked,
+                                context,
+                            )
+                            .await;
+                        if let Some((cache, key, lookup)) = miss {
+                            let stored = Instant::now();
+                            if let Ok(response) = &result {
+                                cache.put(key, response);
+                            }
+                            load.record_cache_miss(lookup + stored.elapsed());
+                        }
+                        result
+                    }
                 }
             }
             Err(e) => Err(e),
@@ -106,6 +108,65 @@ impl Runtime {
             }),
         }
         result
+    }
+
+    /// Runs a routed request: its shadow copies, then the version (or the ensemble's steps),
+    /// then classification.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_routed(
+        self: &Arc<Self>,
+        target: &Target,
+        load: &Arc<ServedModel>,
+        kind: RouteKind,
+        shadows: Vec<Arc<ServedModel>>,
+        tolerance: Option<f64>,
+        request: InferRequest,
+        classification: &std::collections::BTreeMap<String, usize>,
+        checked: Result<(), RuntimeError>,
+        context: &RequestContext,
+    ) -> Result<InferResponse, RuntimeError> {
+        // A request refused before it runs gets no shadow copy either.
+        let shadows = if checked.is_ok() { shadows } else { Vec::new() };
+        let primaries: Vec<_> = shadows
+            .into_iter()
+            .filter_map(|shadow| {
+                // A full shadow queue drops the copy before it costs anything.
+                if !shadow.shadow_has_room() {
+                    self.shadows
+                        .stats(&target.model, shadow.spec().version)
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                }
+                Some(self.shadow(target, shadow, &request, context, tolerance))
+            })
+            .collect();
+        let mut result = match (checked, load.steps()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(steps)) => self.run_ensemble(load, steps, request, context).await,
+            (Ok(()), None) => load.infer(request, context).await,
+        };
+        if let Ok(response) = &mut result {
+            response.route = kind.as_str();
+        }
+        if let RouteKind::Split { rollout: true } = kind {
+            let spec = load.spec();
+            self.rollout_meters.record(
+                &spec.name,
+                spec.version,
+                result.is_ok(),
+                context.received.elapsed(),
+            );
+        }
+        for tx in primaries {
+            let _ = tx.send(result.as_ref().ok().cloned());
+        }
+        // After the shadows got the outputs to compare, before anything records them.
+        if classification.is_empty() {
+            result
+        } else {
+            result.and_then(|r| crate::classification::apply(r, classification, load.spec()))
+        }
     }
 
     /// Starts a shadow copy of `request` on `shadow`; the returned sender takes the primary's

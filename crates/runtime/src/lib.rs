@@ -3,6 +3,7 @@
 //! [`RequestContext`], and get an [`InferResponse`] back.
 
 pub mod audit;
+mod cache;
 mod classification;
 mod context;
 mod ensemble;
@@ -34,6 +35,7 @@ mod time;
 mod traffic;
 mod warmup;
 
+pub use cache::CacheFigures;
 pub use context::{Protocol, RequestContext, ResponseSink, Target};
 pub use error::{ErrorKind, LoadFault, RuntimeError};
 pub use grant::ModelGrant;

@@ -275,6 +275,8 @@ pub struct Runtime {
     pub(crate) replica: String,
     /// Where models with a `source` are downloaded to.
     pub(crate) cache_root: PathBuf,
+    /// Answers of models with `[response_cache] enabled` (`--cache-size`); `None`: off.
+    pub(crate) response_cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl Runtime {
@@ -297,7 +299,21 @@ impl Runtime {
             rollout_meters: Meters::default(),
             replica: replica_id(),
             cache_root: crate::source::default_cache(),
+            response_cache: None,
         }
+    }
+
+    /// Keeps up to `bytes` of answers of the models that enable the response cache.
+    pub fn with_response_cache(self, bytes: usize) -> Runtime {
+        Runtime {
+            response_cache: (bytes > 0).then(|| Arc::new(crate::cache::ResponseCache::new(bytes))),
+            ..self
+        }
+    }
+
+    /// The response cache's size and counts, when there is one.
+    pub fn cache_figures(&self) -> Option<crate::CacheFigures> {
+        self.response_cache.as_ref().map(|c| c.figures())
     }
 
     /// Downloads models with a `source` under `dir` (default `~/.cache/inferd/models`).

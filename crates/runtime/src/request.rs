@@ -58,4 +58,6 @@ pub struct InferResponse {
     /// A decoupled model's last word: its responses went to the request's
     /// [`crate::ResponseSink`] and this one only ends the request (no outputs).
     pub decoupled: bool,
+    /// Answered from the response cache, without running the model.
+    pub cached: bool,
 }

@@ -432,6 +432,7 @@ impl ServedModel {
                     model_version: self.spec.version,
                     outputs: Vec::new(),
                     decoupled: true,
+                    cached: false,
                 };
                 return Ok((response, rows, self.times(&executed, received)));
             }
@@ -480,6 +481,7 @@ impl ServedModel {
             model_version: self.spec.version,
             outputs,
             decoupled: false,
+            cached: false,
         })
     }
 
@@ -520,6 +522,17 @@ impl ServedModel {
         let wanted = self.requested_outputs(request.outputs)?;
         let inputs = self.ordered_inputs(request.inputs)?;
         Ok((inputs, wanted, request.parameters))
+    }
+
+    /// A request answered from the response cache (`total` from receipt, `lookup` in the
+    /// cache).
+    pub(crate) fn record_cache_hit(&self, total: Duration, lookup: Duration) {
+        self.stats.cache_hit(total, lookup);
+    }
+
+    /// Time a request spent looking in the cache and storing its answer.
+    pub(crate) fn record_cache_miss(&self, spent: Duration) {
+        self.stats.cache_miss(spent);
     }
 
     /// Starts recording one request in this version's statistics.

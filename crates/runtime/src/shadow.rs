@@ -249,6 +249,7 @@ mod tests {
                 },
             ],
             decoupled: false,
+            cached: false,
         }
     }
 
@@ -293,6 +294,7 @@ mod tests {
                 tensor: Tensor::new(vec![1], TensorData::F32(vec![v])).unwrap(),
             }],
             decoupled: false,
+            cached: false,
         };
         let stats = ShadowStats::default();
         assert!(compare(&stats, &out(1.0), &out(1.0 + 1e-7), 1e-5));

@@ -170,6 +170,10 @@ pub struct ModelStats {
     batch_rows: Histogram,
     /// Requests in the runtime now (queued or running), for autoscalers.
     pub(crate) inflight: AtomicU64,
+    /// Requests answered from the response cache (lookup time), and requests that looked and
+    /// ran (lookup and insertion time).
+    cache_hit: Duo,
+    cache_miss: Duo,
 }
 
 impl Default for ModelStats {
@@ -191,6 +195,8 @@ impl Default for ModelStats {
             compute_seconds: Histogram::new(LATENCY_BUCKETS),
             batch_rows: Histogram::new(BATCH_BUCKETS),
             inflight: AtomicU64::new(0),
+            cache_hit: Duo::default(),
+            cache_miss: Duo::default(),
         }
     }
 }
@@ -224,6 +230,23 @@ impl ModelStats {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.last_inference_ms.store(now, Relaxed);
+    }
+
+    /// A request answered from the response cache: a success without an execution (Triton
+    /// counts it in success and cache_hit, not in inference_count).
+    pub fn cache_hit(&self, total: Duration, lookup: Duration) {
+        self.success.add(total);
+        self.cache_hit.add(lookup);
+        self.request_seconds.observe(total.as_secs_f64());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_inference_ms.store(now, Relaxed);
+    }
+
+    /// A request that found nothing in the cache: the time spent looking and storing.
+    pub fn cache_miss(&self, spent: Duration) {
+        self.cache_miss.add(spent);
     }
 
     pub fn failure(&self, reason: FailureReason, total: Duration) {
@@ -263,6 +286,8 @@ impl ModelStats {
             pending: 0,
             sequences: None,
             inflight: self.inflight.load(Relaxed),
+            cache_hit: self.cache_hit.get(),
+            cache_miss: self.cache_miss.get(),
             instances: 0,
             utilization: 0.0,
         }
@@ -303,6 +328,8 @@ pub struct StatsSnapshot {
     pub sequences: Option<crate::SequenceCounts>,
     /// Requests in the runtime now (queued or running).
     pub inflight: u64,
+    pub cache_hit: CountNs,
+    pub cache_miss: CountNs,
     /// Instances, and their busy share over the last few seconds (0 to 1).
     pub instances: u32,
     pub utilization: f64,

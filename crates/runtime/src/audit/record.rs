@@ -41,6 +41,9 @@ struct Body<'a> {
     protocol: &'static str,
     status: Status<'a>,
     latency_us: u64,
+    /// Answered from the response cache (the model did not run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     input_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,6 +168,7 @@ pub fn body(event: &Completed<'_>, payloads: Payloads) -> Vec<u8> {
         protocol: ctx.protocol.as_str(),
         status: Status { code, message },
         latency_us: event.latency.as_micros() as u64,
+        cached: matches!(&event.outcome, Outcome::Answered(r) if r.cached),
         input_sha256: inputs.map(tensors_sha256),
         output_sha256: outputs.map(tensors_sha256),
         traceparent: ctx.traceparent.as_deref(),

@@ -362,6 +362,7 @@ mod tests {
                 tensor,
             }],
             decoupled: false,
+            cached: false,
         };
         let mut context = RequestContext::new(inferd_runtime::Protocol::Grpc);
         context.set_id("a", String::new);

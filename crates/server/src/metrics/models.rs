@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use inferd_runtime::{CountNs, HistogramSnapshot, Runtime, StatsSnapshot};
+use inferd_runtime::{CacheFigures, CountNs, HistogramSnapshot, Runtime, StatsSnapshot};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
@@ -55,6 +55,16 @@ const COUNTERS: &[(&str, &str, Value)] = &[
         "nv_inference_compute_output_duration_us",
         "Cumulative inference compute output duration in microseconds",
         |s| us(s.compute_output),
+    ),
+    (
+        "nv_cache_num_hits_per_model",
+        "Number of requests answered from the response cache",
+        |s| s.cache_hit.count as f64,
+    ),
+    (
+        "nv_cache_num_misses_per_model",
+        "Number of requests that looked in the response cache and ran",
+        |s| s.cache_miss.count as f64,
     ),
 ];
 
@@ -116,6 +126,35 @@ const SERVER_UTILIZATION: (&str, &str) = (
     "Busy share of all model instances over the last 10 s (0 to 1)",
 );
 
+/// The response cache (`--cache-size`), when the server has one.
+type CacheValue = fn(&CacheFigures) -> f64;
+const CACHE: &[(&str, &str, MetricType, CacheValue)] = &[
+    (
+        "inferd_cache_bytes",
+        "Bytes the response cache holds (keys, answers and bookkeeping)",
+        MetricType::GAUGE,
+        |c| c.bytes as f64,
+    ),
+    (
+        "inferd_cache_capacity_bytes",
+        "Size of the response cache (--cache-size)",
+        MetricType::GAUGE,
+        |c| c.capacity as f64,
+    ),
+    (
+        "inferd_cache_entries",
+        "Answers in the response cache",
+        MetricType::GAUGE,
+        |c| c.entries as f64,
+    ),
+    (
+        "inferd_cache_evictions_total",
+        "Answers evicted from the response cache to make room (least recently used first)",
+        MetricType::COUNTER,
+        |c| c.evictions as f64,
+    ),
+];
+
 type Histo = fn(&StatsSnapshot) -> &HistogramSnapshot;
 
 const HISTOGRAMS: &[(&str, &str, Histo)] = &[
@@ -171,6 +210,11 @@ impl ModelCollector {
                 [SERVER_QUEUE, SERVER_INFLIGHT, SERVER_UTILIZATION]
                     .iter()
                     .map(|(name, help)| (*name, *help, Vec::new())),
+            )
+            .chain(
+                CACHE
+                    .iter()
+                    .map(|(name, help, _, _)| (*name, *help, Vec::new())),
             )
             .map(|(name, help, labels)| desc(name, help, labels))
             .collect();
@@ -325,6 +369,15 @@ impl Collector for ModelCollector {
                 MetricType::GAUGE,
                 vec![gauge(Vec::new(), value)],
             ));
+        }
+        if let Some(cache) = self.runtime.cache_figures() {
+            for (name, help, kind, value) in CACHE {
+                let metric = match kind {
+                    MetricType::COUNTER => counter(Vec::new(), value(&cache)),
+                    _ => gauge(Vec::new(), value(&cache)),
+                };
+                families.push(family(name, help, *kind, vec![metric]));
+            }
         }
         let (a, r) = (SEQUENCES_ACTIVE, SEQUENCES_RELEASED);
         families.push(family(a.0, a.1, MetricType::GAUGE, active));

@@ -33,6 +33,12 @@ pub struct ModelConfiguration {
     pub parameters: BTreeMap<String, Parameter>,
     pub model_warmup: Vec<Warmup>,
     pub model_transaction_policy: TransactionPolicy,
+    pub response_cache: ResponseCache,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseCache {
+    pub enable: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -262,6 +268,9 @@ impl ModelConfiguration {
             model_transaction_policy: TransactionPolicy {
                 decoupled: spec.config.is_decoupled(),
             },
+            response_cache: ResponseCache {
+                enable: spec.config.caches_responses(),
+            },
         }
     }
 }
@@ -337,6 +346,7 @@ impl From<ModelConfiguration> for pb::ModelConfig {
             parameters,
             model_warmup,
             model_transaction_policy,
+            response_cache,
         } = c;
         let policy = match version_policy {
             VersionPolicy::Latest { num_versions } => PolicyChoice::Latest(Latest { num_versions }),
@@ -518,6 +528,9 @@ impl From<ModelConfiguration> for pb::ModelConfig {
             parameters,
             model_warmup,
             model_transaction_policy: Some(pb::ModelTransactionPolicy { decoupled }),
+            response_cache: Some(pb::ModelResponseCache {
+                enable: response_cache.enable,
+            }),
             ..Default::default()
         }
     }

@@ -77,8 +77,8 @@ impl Statistics {
                         compute_input: s.compute_input.into(),
                         compute_infer: s.compute_infer.into(),
                         compute_output: s.compute_output.into(),
-                        cache_hit: CountNs::default().into(),
-                        cache_miss: CountNs::default().into(),
+                        cache_hit: s.cache_hit.into(),
+                        cache_miss: s.cache_miss.into(),
                     },
                     batch_stats: s
                         .batches

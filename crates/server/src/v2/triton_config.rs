@@ -78,6 +78,11 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         inputs: tensors(object, "input")?,
         outputs: tensors(object, "output")?,
         instance_count: instance_count(object)?,
+        response_cache: object
+            .get("response_cache")
+            .and_then(|c| c.get("enable"))
+            .and_then(Value::as_bool)
+            .map(|enabled| inferd_core::ResponseCacheConfig { enabled }),
         model_transaction_policy: decoupled
             .map(|decoupled| inferd_core::TransactionPolicy { decoupled }),
         sequence_batching: object
