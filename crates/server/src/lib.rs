@@ -18,6 +18,7 @@ mod pipeline;
 mod settings;
 pub mod shm;
 mod telemetry;
+mod v1;
 mod v2;
 
 #[allow(clippy::all, clippy::pedantic)]

@@ -46,7 +46,13 @@ pub fn http_group(method: &http::Method, route: &str) -> Option<Group> {
                 _ => return None,
             }
         }
-        _ if route.starts_with("/v1/") => Group::Inference,
+        _ if route.starts_with("/v1/") => {
+            if read {
+                Group::Metadata
+            } else {
+                Group::Inference
+            }
+        }
         _ => return None,
     };
     Some(group)

@@ -12,6 +12,7 @@ mod shm;
 mod streams;
 mod trace;
 mod traffic;
+mod v1;
 
 use std::sync::Arc;
 
@@ -127,6 +128,9 @@ pub fn router(
             get(shm::cuda).post(shm::cuda),
         )
         .route("/v2/streams", get(streams::list))
+        // TF Serving / KServe V1 (their verbs follow a colon in the last segment).
+        .route("/v1/models", get(v1::list))
+        .route("/v1/models/{*rest}", get(v1::get).post(v1::post))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route(
