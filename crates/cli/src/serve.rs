@@ -78,7 +78,9 @@ pub struct ServeArgs {
 
     /// Who decides what is loaded: `none` loads the whole repository at start; `poll` also
     /// rescans it every --repository-poll-secs and loads/unloads what changed; `explicit` loads
-    /// only --load-model at start and then what the load/unload API asks for.
+    /// only --load-model at start and then what the load/unload API asks for; `lazy` loads a
+    /// model on its first request (and `pinned = true` models at start), under
+    /// --model-memory-limit and --max-loaded-models.
     #[arg(
         long,
         env = "INFERD_MODEL_CONTROL_MODE",
@@ -86,6 +88,15 @@ pub struct ServeArgs {
         default_value = "none"
     )]
     model_control_mode: ControlArg,
+
+    /// Lazy mode: memory the loaded models may take (measured per load, e.g. 4GiB); a load
+    /// that would pass it first unloads the least recently used idle models.
+    #[arg(long, env = "INFERD_MODEL_MEMORY_LIMIT", value_parser = parse_size)]
+    model_memory_limit: Option<usize>,
+
+    /// Lazy mode: models loaded at once; more unload the least recently used idle ones.
+    #[arg(long, env = "INFERD_MAX_LOADED_MODELS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_loaded_models: Option<u64>,
 
     /// Seconds between repository scans in poll mode.
     #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
@@ -394,6 +405,7 @@ enum ControlArg {
     None,
     Poll,
     Explicit,
+    Lazy,
 }
 
 impl From<ControlArg> for ControlMode {
@@ -402,6 +414,7 @@ impl From<ControlArg> for ControlMode {
             ControlArg::None => ControlMode::None,
             ControlArg::Poll => ControlMode::Poll,
             ControlArg::Explicit => ControlMode::Explicit,
+            ControlArg::Lazy => ControlMode::Lazy,
         }
     }
 }
@@ -455,8 +468,19 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         None => args.model_repository.clone(),
     };
     let mode = ControlMode::from(args.model_control_mode);
-    if mode != ControlMode::Explicit && !args.load_models.is_empty() {
-        return Err("--load-model needs --model-control-mode explicit (the other modes load the whole repository)".into());
+    if !matches!(mode, ControlMode::Explicit | ControlMode::Lazy) && !args.load_models.is_empty() {
+        return Err("--load-model needs --model-control-mode explicit or lazy (the other modes load the whole repository)".into());
+    }
+    let budget = inferd_runtime::Budget {
+        memory_bytes: args.model_memory_limit.map(|b| b as u64),
+        models: args.max_loaded_models.map(|n| n as usize),
+    };
+    if mode != ControlMode::Lazy && budget != inferd_runtime::Budget::default() {
+        return Err(
+            "--model-memory-limit and --max-loaded-models need --model-control-mode lazy \
+             (models load on demand, so some may be unloaded to make room)"
+                .into(),
+        );
     }
     let backends = args.backend.backends();
     let store = match (&args.state_url, &args.state_dir) {
@@ -494,6 +518,9 @@ async fn serve(args: ServeArgs, logging: Arc<logging::Logging>) -> Result<(), St
         .with_observer(Arc::clone(&access) as Arc<dyn inferd_runtime::Observer>);
     if let Some(audit) = &audit {
         runtime = runtime.with_observer(Arc::clone(audit) as Arc<dyn inferd_runtime::Observer>);
+    }
+    if mode == ControlMode::Lazy {
+        runtime = runtime.with_budget(budget);
     }
     let runtime = Arc::new(runtime);
     if let (Some(dir), Some(url)) = (&args.audit_dir, &args.audit_sink_url) {

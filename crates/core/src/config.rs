@@ -61,6 +61,10 @@ pub struct ModelConfig {
     /// `enabled = true`: successful answers are kept in the server's response cache
     /// (`--cache-size`) and repeated requests answered from it without running the model.
     pub response_cache: Option<ResponseCacheConfig>,
+    /// Never unloaded to make room under `--model-memory-limit` / `--max-loaded-models`, and
+    /// loaded at start in lazy mode.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 /// config.toml's `[response_cache]` (Triton's `response_cache { enable }`).

@@ -41,6 +41,16 @@ impl Runtime {
             let _span = context.trace.as_ref().map(|t| stage(t, "route").entered());
             self.route(target, context, &request)
         };
+        // Lazy mode: a model that is not loaded loads now, and the request waits for it.
+        let route = match route {
+            Err(e) if self.loads_on_demand(&target.model, &e) => {
+                match self.load_on_demand(&target.model, context.deadline).await {
+                    Ok(()) => self.route(target, context, &request),
+                    Err(load) => Err(load),
+                }
+            }
+            route => route,
+        };
         let result = match route {
             Ok(Route {
                 load,

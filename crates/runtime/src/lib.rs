@@ -3,6 +3,7 @@
 //! [`RequestContext`], and get an [`InferResponse`] back.
 
 pub mod audit;
+mod budget;
 mod cache;
 mod classification;
 mod context;
@@ -35,6 +36,7 @@ mod time;
 mod traffic;
 mod warmup;
 
+pub use budget::{Budget, BudgetFigures};
 pub use cache::CacheFigures;
 pub use context::{Protocol, RequestContext, ResponseSink, Target};
 pub use error::{ErrorKind, LoadFault, RuntimeError};

@@ -65,6 +65,21 @@ impl Runtime {
     /// models named (`*`: all).
     pub async fn load_startup(self: &Arc<Self>, names: &[String]) -> std::io::Result<()> {
         let dirs = repository::scan(&self.repository)?;
+        if self.control == ControlMode::Lazy {
+            // Only what must always be resident; the rest loads on its first request.
+            let pinned = dirs
+                .into_iter()
+                .filter(|n| {
+                    names.contains(n)
+                        || ModelConfig::load_from_dir(&self.repository.join(n))
+                            .is_ok_and(|c| c.pinned)
+                })
+                .collect();
+            self.sync_phased(pinned, Trigger::Startup).await;
+            self.startup_done
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Ok(());
+        }
         let all = self.control != ControlMode::Explicit || names.iter().any(|n| n == "*");
         for missing in names.iter().filter(|n| *n != "*" && !dirs.contains(n)) {
             tracing::error!(
@@ -177,6 +192,17 @@ impl Runtime {
         }
     }
 
+    /// A load on demand (lazy mode): as the load API, for the router.
+    pub(crate) async fn load_lazily(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
+        self.sync(name, None, Trigger::Api)
+            .await
+            .map_err(|e| RuntimeError::LoadFailed {
+                model: name.to_string(),
+                reason: e.reason,
+                fault: e.fault,
+            })
+    }
+
     /// The unload API: every version leaves service at once; requests they already accepted
     /// finish, then their memory is freed.
     pub async fn unload_model(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
@@ -185,6 +211,12 @@ impl Runtime {
         if !known {
             return self.require_in_repository(name);
         }
+        self.evict(name).await;
+        Ok(())
+    }
+
+    /// Takes every version of `name` out of service (unload, or eviction under a budget).
+    pub(crate) async fn evict(self: &Arc<Self>, name: &str) {
         let _guard = self.model_lock(name).lock_owned().await;
         let mut retired = Vec::new();
         {
@@ -196,12 +228,11 @@ impl Runtime {
             }
         }
         tracing::info!(model = name, versions = retired.len(), "model unloaded");
-        Ok(())
     }
 
     fn require_explicit(&self, what: &str) -> Result<(), RuntimeError> {
         match self.control {
-            ControlMode::Explicit => Ok(()),
+            ControlMode::Explicit | ControlMode::Lazy => Ok(()),
             mode => Err(RuntimeError::ModelControl(format!(
                 "cannot {what} models through the API: the server runs with --model-control-mode \
                  {}; start it with --model-control-mode explicit",
@@ -213,7 +244,7 @@ impl Runtime {
         }
     }
 
-    fn require_in_repository(&self, name: &str) -> Result<(), RuntimeError> {
+    pub(crate) fn require_in_repository(&self, name: &str) -> Result<(), RuntimeError> {
         let plain = !name.is_empty()
             && !name.starts_with('.')
             && !name.contains(['/', '\\'])

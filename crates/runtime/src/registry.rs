@@ -59,6 +59,9 @@ pub enum ControlMode {
     Poll,
     /// Only the load/unload API (and the start-up list) loads models.
     Explicit,
+    /// Models load on their first request (and by the API), under a memory budget that
+    /// unloads the least recently used idle ones.
+    Lazy,
 }
 
 /// Content fingerprint of a version's files and config, as of one load attempt.
@@ -236,6 +239,8 @@ pub struct IndexEntry {
     pub version: Option<u64>,
     pub state: ModelState,
     pub reason: String,
+    /// Memory its last load took (lazy mode, where loads are measured one at a time).
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +282,8 @@ pub struct Runtime {
     pub(crate) cache_root: PathBuf,
     /// Answers of models with `[response_cache] enabled` (`--cache-size`); `None`: off.
     pub(crate) response_cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// Lazy mode's loads on demand and budget.
+    pub(crate) lazy: Option<Arc<crate::budget::Lazy>>,
 }
 
 impl Runtime {
@@ -300,6 +307,7 @@ impl Runtime {
             replica: replica_id(),
             cache_root: crate::source::default_cache(),
             response_cache: None,
+            lazy: None,
         }
     }
 
@@ -398,6 +406,7 @@ impl Runtime {
                         version: None,
                         state: ModelState::Unavailable,
                         reason: problem.reason.clone(),
+                        memory_bytes: None,
                     });
                 }
                 if entry.fetching && entry.versions.is_empty() {
@@ -406,6 +415,7 @@ impl Runtime {
                         version: None,
                         state: ModelState::Loading,
                         reason: "fetching its versions from its source".into(),
+                        memory_bytes: None,
                     });
                 }
                 for (version, state) in &entry.versions {
@@ -426,6 +436,7 @@ impl Runtime {
                         version: Some(*version),
                         state,
                         reason,
+                        memory_bytes: self.lazy.as_ref().and_then(|l| l.memory_of(name)),
                     });
                 }
             }
@@ -433,8 +444,8 @@ impl Runtime {
         };
         // Until start-up loading has reached a model, it is on its way, not unavailable
         // (a client waiting for LOADING to end must not stop before it began).
-        let pending =
-            !self.startup_done.load(Ordering::Acquire) && self.control != ControlMode::Explicit;
+        let pending = !self.startup_done.load(Ordering::Acquire)
+            && matches!(self.control, ControlMode::None | ControlMode::Poll);
         // The disk is read with no lock held.
         for name in repository::scan(&self.repository).unwrap_or_default() {
             if !known.contains(&name) {
@@ -451,6 +462,7 @@ impl Runtime {
                     version: None,
                     state,
                     reason: reason.into(),
+                    memory_bytes: None,
                 });
             }
         }

@@ -73,6 +73,9 @@ impl Runtime {
         let entry = models
             .get(model)
             .ok_or_else(|| RuntimeError::UnknownModel(model.clone()))?;
+        if let Some(lazy) = &self.lazy {
+            lazy.touch(model);
+        }
         if let Some(version) = target.version.as_deref() {
             let number = resolve(model, policy.map(|p| &p.aliases), version)?;
             let load = named_version(model, entry, number, version)?;

@@ -37,6 +37,9 @@ pub async fn index(
             if let Some(v) = e.version {
                 row["version"] = json!(v.to_string());
             }
+            if let Some(bytes) = e.memory_bytes {
+                row["memory_bytes"] = json!(bytes);
+            }
             row
         })
         .collect();

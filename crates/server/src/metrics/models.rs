@@ -155,6 +155,19 @@ const CACHE: &[(&str, &str, MetricType, CacheValue)] = &[
     ),
 ];
 
+const MODEL_MEMORY: (&str, &str) = (
+    "inferd_model_memory_bytes",
+    "Memory a model's last load took (lazy mode: RSS growth across the load)",
+);
+const LOADS: (&str, &str) = (
+    "inferd_model_loads_total",
+    "Models loaded on demand (lazy mode)",
+);
+const EVICTIONS: (&str, &str) = (
+    "inferd_model_evictions_total",
+    "Models unloaded to make room under --model-memory-limit / --max-loaded-models",
+);
+
 type Histo = fn(&StatsSnapshot) -> &HistogramSnapshot;
 
 const HISTOGRAMS: &[(&str, &str, Histo)] = &[
@@ -216,6 +229,11 @@ impl ModelCollector {
                     .iter()
                     .map(|(name, help, _, _)| (*name, *help, Vec::new())),
             )
+            .chain([
+                (MODEL_MEMORY.0, MODEL_MEMORY.1, vec!["model".to_string()]),
+                (LOADS.0, LOADS.1, Vec::new()),
+                (EVICTIONS.0, EVICTIONS.1, Vec::new()),
+            ])
             .map(|(name, help, labels)| desc(name, help, labels))
             .collect();
         let mut failure_labels = labels();
@@ -377,6 +395,23 @@ impl Collector for ModelCollector {
                     _ => gauge(Vec::new(), value(&cache)),
                 };
                 families.push(family(name, help, *kind, vec![metric]));
+            }
+        }
+        if let Some(budget) = self.runtime.budget_figures() {
+            let memory = budget
+                .memory
+                .iter()
+                .map(|(m, bytes)| gauge(labels(&[("model", m)]), *bytes as f64))
+                .collect();
+            families.push(family(
+                MODEL_MEMORY.0,
+                MODEL_MEMORY.1,
+                MetricType::GAUGE,
+                memory,
+            ));
+            for ((name, help), n) in [(LOADS, budget.loads), (EVICTIONS, budget.evictions)] {
+                let metric = vec![counter(Vec::new(), n as f64)];
+                families.push(family(name, help, MetricType::COUNTER, metric));
             }
         }
         let (a, r) = (SEQUENCES_ACTIVE, SEQUENCES_RELEASED);

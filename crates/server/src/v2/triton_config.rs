@@ -78,6 +78,7 @@ pub fn from_triton_json(value: &Value) -> Result<ModelConfig, String> {
         inputs: tensors(object, "input")?,
         outputs: tensors(object, "output")?,
         instance_count: instance_count(object)?,
+        pinned: false,
         response_cache: object
             .get("response_cache")
             .and_then(|c| c.get("enable"))
