@@ -6,6 +6,7 @@ mod health;
 mod infer;
 mod limit;
 mod logging;
+mod openapi;
 mod models;
 mod repository;
 mod shm;
@@ -62,6 +63,7 @@ pub fn router(
             get(models::stats),
         )
         .route("/v2", get(health::server_metadata))
+        .route("/v2/openapi.json", get(openapi::document))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
         .route("/v2/models/{model}", get(models::metadata))
