@@ -85,7 +85,9 @@ def inferences(http, model):
 class Server:
     def __init__(self, name, cmd, http, grpc):
         self.name, self.http, self.grpc = name, http, grpc
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Stopped at once: a benchmark needs no shutdown grace period.
+        env = dict(os.environ, INFERD_SHUTDOWN_GRACE="0")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         wait_ready(http)
 
     def stop(self):
