@@ -138,3 +138,24 @@ def test_overflowing_shape_is_rejected(server):
     status, _, raw = server.post("/v2/models/iris_logreg/infer", header + b"\0" * 16,
                                  {"Inference-Header-Content-Length": str(len(header))})
     assert status == 400 and "more than can be addressed" in json.loads(raw)["error"]
+
+
+def test_errors_before_any_handler_have_the_protocols_shape(server):
+    """A path that is not UTF-8 (refused by the router's extractor) and a Content-Encoding the
+    server lacks (refused by the decompression layer) answer {"error": ...} like the rest."""
+    import urllib.request
+    for path in ("/v2/models/%FF/ready", "/v1/models/%C3%28"):
+        request = urllib.request.Request(f"http://{server.url}{path}")
+        try:
+            urllib.request.urlopen(request, timeout=5)
+            raise AssertionError(f"{path} answered 2xx")
+        except urllib.error.HTTPError as e:
+            assert e.code == 400 and e.headers["content-type"] == "application/json"
+            assert "UTF-8" in json.loads(e.read())["error"]
+    request = urllib.request.Request(f"http://{server.url}/v2/models/iris_logreg/infer", data=b"x", method="POST",
+                                     headers={"Content-Encoding": "br"})
+    try:
+        urllib.request.urlopen(request, timeout=5)
+        raise AssertionError("a br body was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 415 and "gzip or deflate" in json.loads(e.read())["error"]

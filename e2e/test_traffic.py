@@ -215,6 +215,13 @@ def test_bad_policies_and_aliases_are_refused_with_reasons(srv):
     assert status == 400 and "all zero" in body["error"]
     status, body = call(srv, "PUT", "/v2/models/iris/traffic", {"split": [{"version": "9", "weight": 1}]})
     assert status == 400 and "version 9" in body["error"]
+    # Weights whose total overflows would make every share 0.
+    status, body = call(srv, "PUT", "/v2/models/iris/traffic",
+                        {"split": [{"version": "1", "weight": 1e308}, {"version": "2", "weight": 1e308}]})
+    assert status == 400 and "add up past" in body["error"]
+    # A step past a year is refused, not left to crash the rollout controller.
+    status, body = call(srv, "POST", "/v2/models/iris/rollout", {"version": "2", "step_seconds": 1e300})
+    assert status == 400 and "step_seconds" in body["error"]
     status, body = call(srv, "PUT", "/v2/models/iris/aliases/production", {"version": "9"})
     assert status == 404 and "version 9" in body["error"]
     status, body = call(srv, "PUT", "/v2/models/iris/aliases/Bad_Name", {"version": "1"})
@@ -262,6 +269,9 @@ def test_a_cross_model_experiment_splits_over_models(srv):
     status, body = call(srv, "POST", "/v2/repository/index", {})
     row = next(r for r in body if r["name"] == "mismatched")
     assert row["state"] == "UNAVAILABLE" and "must agree" in row["reason"], row
+    # The endpoint itself is in the index, ready while an arm serves.
+    row = next(r for r in body if r["name"] == "experiment")
+    assert row["state"] == "READY" and "iris_forest" in row["reason"], row
 
 
 def test_changes_have_a_history_and_survive_a_restart(srv, tmp_path):

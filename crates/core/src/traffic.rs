@@ -92,6 +92,13 @@ impl TrafficPolicy {
         if !arms.is_empty() && total <= 0.0 {
             return Err("the split's weights are all zero: give some arm a weight".into());
         }
+        // Shares are weight / total: a total past f64's range would make every share 0.
+        if !total.is_finite() {
+            return Err(format!(
+                "the split's weights add up past {}: use smaller numbers (only their ratios count)",
+                f64::MAX
+            ));
+        }
         for (i, s) in self.shadow.iter().enumerate() {
             s.version.parse::<u64>().map_err(|_| {
                 format!(
@@ -155,6 +162,11 @@ mod tests {
             policy(r#"{"split":[{"version":"1","weight":0}]}"#)
                 .unwrap_err()
                 .contains("all zero")
+        );
+        assert!(
+            policy(r#"{"split":[{"version":"1","weight":1e308},{"version":"2","weight":1e308}]}"#)
+                .unwrap_err()
+                .contains("add up past")
         );
         assert!(
             policy(r#"{"split":[{"weight":1}]}"#)

@@ -228,6 +228,12 @@ impl Runtime {
             }
         }
         tracing::info!(model = name, versions = retired.len(), "model unloaded");
+        // Dropping a version joins its instance threads and returns its memory to the OS: not
+        // on an async worker. Awaited, so that a load after an eviction measures its own
+        // memory (lazy mode) and an unload has freed what it could when it answers.
+        if !retired.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(retired)).await;
+        }
     }
 
     fn require_explicit(&self, what: &str) -> Result<(), RuntimeError> {

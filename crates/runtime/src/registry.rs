@@ -398,6 +398,43 @@ impl Runtime {
         let known: Vec<String> = {
             let models = self.read();
             for (name, entry) in models.iter() {
+                // A cross-model endpoint has no versions: one row for it, ready when an arm
+                // of its split serves.
+                if entry.endpoint && entry.problem.is_none() {
+                    let arms = entry
+                        .configured
+                        .as_ref()
+                        .and_then(|t| t.arms().ok())
+                        .unwrap_or_default();
+                    let serving: Vec<String> = arms
+                        .iter()
+                        .filter_map(|(t, _)| match t {
+                            inferd_core::ArmTarget::Model(m) => models
+                                .get(m)
+                                .filter(|e| e.versions.values().any(|v| v.serving().is_some()))
+                                .map(|_| m.clone()),
+                            inferd_core::ArmTarget::Version(_) => None,
+                        })
+                        .collect();
+                    let (state, reason) = if serving.is_empty() {
+                        (
+                            ModelState::Unavailable,
+                            "none of the models of its split serves".to_string(),
+                        )
+                    } else {
+                        (
+                            ModelState::Ready,
+                            format!("cross-model endpoint over {}", serving.join(", ")),
+                        )
+                    };
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: None,
+                        state,
+                        reason,
+                        memory_bytes: None,
+                    });
+                }
                 if let Some(problem) = &entry.problem
                     && !entry.has_served()
                 {

@@ -47,6 +47,9 @@ pub struct RolloutPlan {
 fn default_steps() -> Vec<f64> {
     vec![5.0, 25.0, 50.0, 100.0]
 }
+/// The longest step a rollout may take: a year.
+const MAX_STEP_SECONDS: f64 = 365.0 * 86_400.0;
+
 fn default_step_seconds() -> f64 {
     60.0
 }
@@ -282,8 +285,11 @@ impl Runtime {
                 plan.steps
             )));
         }
-        if !positive(plan.step_seconds) {
-            return Err(invalid("step_seconds must be a positive number".into()));
+        // A step is a Duration: past a year is a mistake, and past Duration's range a crash.
+        if !positive(plan.step_seconds) || plan.step_seconds > MAX_STEP_SECONDS {
+            return Err(invalid(format!(
+                "step_seconds must be a positive number of seconds, at most {MAX_STEP_SECONDS}"
+            )));
         }
         let increase = plan.max_error_rate_increase;
         if !(positive(plan.max_p99_ratio) && increase.is_finite() && increase >= 0.0) {
@@ -510,7 +516,8 @@ impl Runtime {
             .collect();
         for (model, mut rollout) in running {
             let elapsed = Duration::from_millis(now_ms().saturating_sub(rollout.step_started_ms));
-            let step = Duration::from_secs_f64(rollout.plan.step_seconds);
+            let step = Duration::try_from_secs_f64(rollout.plan.step_seconds)
+                .unwrap_or(Duration::from_secs(MAX_STEP_SECONDS as u64));
             if rollout.owner != self.replica {
                 if elapsed < step * 3 + Duration::from_secs(30) {
                     continue;

@@ -1,6 +1,7 @@
 //! The V2 REST front end (axum).
 
 mod body;
+mod error_shape;
 mod fallback;
 mod health;
 mod infer;
@@ -145,6 +146,8 @@ pub fn router(
         .layer(middleware::from_fn_with_state(limit, limit::cap_body))
         // Outside the cap, so the cap counts what a gzip or deflate body inflates to.
         .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
+        // What the layers and extractors inside refuse gets the protocol's error shape.
+        .layer(middleware::from_fn(error_shape::json_errors))
         .layer(DefaultBodyLimit::disable())
         // Answers compressed when the client accepts it (Accept-Encoding), as Triton does.
         .layer(CompressionLayer::new().gzip(true).deflate(true))

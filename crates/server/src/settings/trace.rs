@@ -9,6 +9,9 @@ use crate::{ApiError, Telemetry};
 /// The settings in force: each a list of strings, as Triton's gRPC `TraceSetting` has them.
 pub fn current(telemetry: &Telemetry) -> Vec<(&'static str, Vec<String>)> {
     let (on, rate) = telemetry.trace_rate();
+    // Without an exporter nothing is traced, whatever the sampling says: the answer says OFF,
+    // so that a client posting back what it read is not refused.
+    let on = on && telemetry.exports_traces();
     let one = |s: &str| vec![s.to_string()];
     vec![
         ("trace_level", one(if on { "TIMESTAMPS" } else { "OFF" })),
