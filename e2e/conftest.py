@@ -152,6 +152,18 @@ class Server:
         return self.proc.returncode
 
 
+def call(server, method, path, body=None):
+    """A JSON request to a server's HTTP port: (status, decoded JSON answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{server.url}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
 def make_repository(path):
     """Every fixture model, plus a garbage model file and a model with an unsupported operator."""
     for name in MODELS:

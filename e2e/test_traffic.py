@@ -16,21 +16,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from conftest import FIXTURES, Postgres, Server
+from conftest import FIXTURES, Postgres, Server, call
 
 IRIS_ROWS = np.array(json.loads((FIXTURES / "expected" / "iris_logreg.json").read_text())["inputs"]["X"]["data"],
                      dtype=np.float32).reshape(-1, 4)
-
-
-def call(server, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{server.url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 def repository(path):

@@ -5,26 +5,14 @@ errors come in TF Serving's shapes."""
 
 import base64
 import json
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from conftest import FIXTURES, MODELS, as_array, expected
+from conftest import FIXTURES, MODELS, as_array, call, expected
 
 FIXTURE_MODELS = [m for m in MODELS if (FIXTURES / "expected" / f"{m}.json").exists()]
-
-
-def call(server, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{server.url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def as_json(array):

@@ -229,10 +229,21 @@ impl Runtime {
         }
         tracing::info!(model = name, versions = retired.len(), "model unloaded");
         // Dropping a version joins its instance threads and returns its memory to the OS: not
-        // on an async worker. Awaited, so that a load after an eviction measures its own
-        // memory (lazy mode) and an unload has freed what it could when it answers.
+        // on an async worker, and at idle priority, so that models serving keep the CPU.
+        // Awaited, so that a load after an eviction measures its own memory (lazy mode) and an
+        // unload has freed what it could when it answers.
         if !retired.is_empty() {
-            let _ = tokio::task::spawn_blocking(move || drop(retired)).await;
+            let (done, freed) = tokio::sync::oneshot::channel::<()>();
+            let dropper = std::thread::Builder::new()
+                .name("inferd-unload".into())
+                .spawn(move || {
+                    loader::lower_priority();
+                    drop(retired);
+                    let _ = done.send(());
+                });
+            if dropper.is_ok() {
+                let _ = freed.await;
+            }
         }
     }
 

@@ -6,8 +6,8 @@
 use base64::Engine;
 use half::{bf16, f16};
 use inferd_core::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
-use inferd_runtime::{InferRequest, Parameter, Parameters};
-use serde_json::{Map, Value};
+use inferd_runtime::{InferRequest, Parameters};
+use serde_json::Value;
 
 use crate::ApiError;
 
@@ -46,7 +46,7 @@ pub fn request(body: &[u8], inputs: &[TensorSpec]) -> Result<(InferRequest, Layo
     }
     let parameters = match body.remove("parameters") {
         None | Some(Value::Null) => Parameters::new(),
-        Some(Value::Object(p)) => parameters(p)?,
+        Some(Value::Object(p)) => crate::v2::decode::parameters(&p)?,
         Some(_) => return Err(bad("\"parameters\" must be an object")),
     };
     let (columns, layout) = match (body.remove("instances"), body.remove("inputs")) {
@@ -248,33 +248,6 @@ fn names(inputs: &[TensorSpec]) -> String {
         .map(|i| i.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn parameters(p: Map<String, Value>) -> Result<Parameters, ApiError> {
-    p.into_iter()
-        .map(|(k, v)| {
-            let value = match v {
-                Value::Bool(b) => Parameter::Bool(b),
-                Value::String(s) => Parameter::String(s),
-                Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                    (Some(i), _, _) => Parameter::Int64(i),
-                    (None, Some(u), _) => Parameter::Uint64(u),
-                    (_, _, Some(f)) => Parameter::Double(f),
-                    _ => {
-                        return Err(ApiError::bad_request(format!(
-                            "parameter '{k}' is not a number"
-                        )));
-                    }
-                },
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "parameter '{k}' must be a boolean, number or string"
-                    )));
-                }
-            };
-            Ok((k, value))
-        })
-        .collect()
 }
 
 /// A tensor of `datatype` from nested lists (the shape) of elements.

@@ -63,7 +63,7 @@ impl ResponseFormat {
 }
 
 /// Request parameters as the runtime reads them; JSON scalars only.
-fn parameters(params: &Map<String, Value>) -> Result<Parameters, ApiError> {
+pub(crate) fn parameters(params: &Map<String, Value>) -> Result<Parameters, ApiError> {
     params
         .iter()
         .map(|(key, value)| {
