@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::registry::Runtime;
 use crate::{LoadFault, RuntimeError};
@@ -193,9 +193,7 @@ impl Runtime {
 
     /// Whether some version of `model` serves.
     fn serves(&self, model: &str) -> bool {
-        self.read()
-            .get(model)
-            .is_some_and(|e| e.versions.values().any(|v| v.serving().is_some()))
+        self.read().get(model).is_some_and(|e| e.has_served())
     }
 
     /// Unloads the least recently used idle models until `model` fits the budget (or nothing
@@ -203,15 +201,20 @@ impl Runtime {
     async fn make_room(self: &Arc<Self>, lazy: &Lazy, model: &str) {
         let need = lazy.estimate(model);
         loop {
-            let loaded: Vec<String> = self
+            // The loaded models, each with whether it may go: not pinned (its config, as
+            // loaded) and no request in flight.
+            let loaded: Vec<(String, bool)> = self
                 .read()
                 .iter()
-                .filter(|(name, e)| {
-                    name.as_str() != model && e.versions.values().any(|v| v.serving().is_some())
+                .filter(|(name, e)| name.as_str() != model && e.has_served())
+                .map(|(name, e)| {
+                    let mut serving = e.versions.values().filter_map(|v| v.serving());
+                    let evictable =
+                        serving.all(|load| !load.spec().config.pinned && load.inflight() == 0);
+                    (name.clone(), evictable)
                 })
-                .map(|(name, _)| name.clone())
                 .collect();
-            let used: u64 = loaded.iter().map(|m| lazy.estimate(m)).sum();
+            let used: u64 = loaded.iter().map(|(m, _)| lazy.estimate(m)).sum();
             let fits_count = lazy.budget.models.is_none_or(|n| loaded.len() < n);
             let fits_memory = lazy
                 .budget
@@ -222,9 +225,9 @@ impl Runtime {
             }
             let victim = loaded
                 .iter()
-                .filter(|m| !self.pinned(m) && !self.busy(m))
-                .min_by_key(|m| lazy.last_used(m))
-                .cloned();
+                .filter(|(_, evictable)| *evictable)
+                .min_by_key(|(m, _)| lazy.last_used(m))
+                .map(|(m, _)| m.clone());
             let Some(victim) = victim else {
                 tracing::warn!(
                     model,
@@ -234,6 +237,7 @@ impl Runtime {
                 );
                 return;
             };
+            // Returns once the victim's memory went back (unless a request still holds it).
             self.evict(&victim).await;
             lazy.evictions.fetch_add(1, Ordering::Relaxed);
             lazy.last_used
@@ -241,19 +245,6 @@ impl Runtime {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&victim);
             tracing::info!(model = %victim, "unloaded to make room");
-            // Its memory goes back once its last request lets go of it.
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-    }
-
-    fn pinned(&self, model: &str) -> bool {
-        inferd_core::ModelConfig::load_from_dir(&self.repository.join(model))
-            .is_ok_and(|c| c.pinned)
-    }
-
-    /// Requests in flight on any version of `model`.
-    fn busy(&self, model: &str) -> bool {
-        self.statistics(Some(model), None)
-            .is_ok_and(|rows| rows.iter().any(|r| r.stats.inflight > 0))
     }
 }

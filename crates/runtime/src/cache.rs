@@ -42,9 +42,8 @@ impl Key {
             bytes.extend_from_slice(&(b.len() as u64).to_le_bytes());
             bytes.extend_from_slice(b);
         }
-        let mut field = |b: &[u8]| put(&mut bytes, b);
-        field(model.as_bytes());
-        field(&version.to_le_bytes());
+        put(&mut bytes, model.as_bytes());
+        put(&mut bytes, &version.to_le_bytes());
         // Inputs by name: the same tensors sent in another order are the same request.
         let mut inputs: Vec<_> = request.inputs.iter().collect();
         inputs.sort_by(|a, b| a.name.cmp(&b.name));

@@ -409,10 +409,9 @@ impl Runtime {
                     let serving: Vec<String> = arms
                         .iter()
                         .filter_map(|(t, _)| match t {
-                            inferd_core::ArmTarget::Model(m) => models
-                                .get(m)
-                                .filter(|e| e.versions.values().any(|v| v.serving().is_some()))
-                                .map(|_| m.clone()),
+                            inferd_core::ArmTarget::Model(m) => {
+                                models.get(m).filter(|e| e.has_served()).map(|_| m.clone())
+                            }
                             inferd_core::ArmTarget::Version(_) => None,
                         })
                         .collect();

@@ -355,9 +355,10 @@ impl<'a> Busy<'a> {
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.shared.clock.stop(self.started);
+        let took = self.started.elapsed();
+        self.shared.clock.stop(self.started, took);
         let mut state = self.shared.lock();
-        state.executed(self.started.elapsed());
+        state.executed(took);
         let queued = !state.queue.is_empty();
         drop(state);
         if queued {

@@ -94,12 +94,7 @@ impl ServedModel {
             };
             policy.max_queue_delay = Duration::from_micros(delay);
             policy.preferred_batch_sizes = preferred.iter().map(|s| *s as usize).collect();
-            let slots = Sequences::capacity(
-                c.strategy,
-                c.oldest.max_candidate_sequences,
-                spec.max_batch_size,
-                spec.instance_count,
-            );
+            let slots = Sequences::capacity(c, spec.max_batch_size, spec.instance_count);
             Box::new(Sequences::new(
                 Arc::clone(layout),
                 &spec.name,
@@ -187,6 +182,13 @@ impl ServedModel {
             utilization: scheduler.map_or(0.0, Scheduler::utilization),
             ..self.stats.snapshot()
         }
+    }
+
+    /// Requests in this version now, queued or running.
+    pub(crate) fn inflight(&self) -> u64 {
+        self.stats
+            .inflight
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn sequences(&self) -> Option<&Sequences> {

@@ -46,13 +46,11 @@ impl BusyClock {
         self.running.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The execution that began at `at` ended now.
-    pub fn stop(&self, at: Instant) {
+    /// The execution that began at `at` ended after `took`.
+    pub fn stop(&self, at: Instant, took: Duration) {
         let began = self.ns(at);
-        self.done_ns.fetch_add(
-            self.ns(Instant::now()).saturating_sub(began),
-            Ordering::Relaxed,
-        );
+        self.done_ns
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.running.fetch_sub(1, Ordering::Relaxed);
         self.started_sum_ns.fetch_sub(began, Ordering::Relaxed);
     }
@@ -105,7 +103,7 @@ mod tests {
         // One of two instances busy the whole time so far.
         let u = clock.utilization(2);
         assert!((0.4..=0.5).contains(&u), "{u}");
-        clock.stop(began);
+        clock.stop(began, began.elapsed());
         std::thread::sleep(Duration::from_millis(30));
         let u = clock.utilization(1);
         assert!((0.3..=0.7).contains(&u), "{u}");

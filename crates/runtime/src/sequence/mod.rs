@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use inferd_core::{
-    ControlInput, ControlKind, DataType, SequenceStrategy, Tensor, TensorData, element_count,
+    ControlInput, ControlKind, DataType, SequenceBatching, SequenceStrategy, Tensor, TensorData,
+    element_count,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -143,16 +144,11 @@ impl Sequences {
         }
     }
 
-    /// How many sequences may live at once for `strategy`.
-    pub fn capacity(
-        strategy: SequenceStrategy,
-        candidates: u32,
-        max_batch_size: u32,
-        instances: u32,
-    ) -> usize {
-        match strategy {
+    /// How many sequences may live at once under `config`'s strategy.
+    pub fn capacity(config: &SequenceBatching, max_batch_size: u32, instances: u32) -> usize {
+        match config.strategy {
             SequenceStrategy::Direct => (max_batch_size.max(1) * instances.max(1)) as usize,
-            SequenceStrategy::Oldest => candidates as usize,
+            SequenceStrategy::Oldest => config.oldest.max_candidate_sequences as usize,
         }
     }
 

@@ -2,8 +2,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inferd_core::{
-    ControlInput, ControlKind, DataType, ModelSignature, SequenceBatching, SequenceState,
-    SequenceStrategy, Tensor, TensorData, TensorSpec,
+    ControlInput, ControlKind, DataType, ModelSignature, SequenceBatching, SequenceState, Tensor,
+    TensorData, TensorSpec,
 };
 
 use super::*;
@@ -276,7 +276,7 @@ fn the_layout_checks_the_model() {
         "{err}"
     );
     assert_eq!(
-        Sequences::capacity(SequenceStrategy::Direct, 9, 8, 2),
+        Sequences::capacity(&accumulator(0), 8, 2),
         16,
         "direct: a slot per batch row per instance"
     );
