@@ -80,10 +80,6 @@ const SHADOW_DIFF: (&str, &str) = (
     "inferd_shadow_max_abs_diff",
     "Largest absolute difference between a float output of the shadow and of the primary, per request",
 );
-const PENDING: (&str, &str) = (
-    "nv_inference_pending_request_count",
-    "Instantaneous number of pending requests awaiting execution per-model",
-);
 
 const SEQUENCES_ACTIVE: (&str, &str) = (
     "inferd_sequences_active",
@@ -94,9 +90,14 @@ const SEQUENCES_RELEASED: (&str, &str) = (
     "Sequences released because no request came for max_sequence_idle_us",
 );
 
-/// Saturation gauges for autoscalers (KEDA, the HPA through prometheus-adapter): per model
-/// version, then the server's totals.
-const SATURATION: &[(&str, &str, Value)] = &[
+/// Gauges per model version: Triton's pending count, and the saturation gauges autoscalers read
+/// (KEDA, the HPA through prometheus-adapter); the server's totals follow.
+const GAUGES: &[(&str, &str, Value)] = &[
+    (
+        "nv_inference_pending_request_count",
+        "Instantaneous number of pending requests awaiting execution per-model",
+        |s| s.pending as f64,
+    ),
     (
         "inferd_queue_depth",
         "Requests waiting in the model version's queue now",
@@ -210,12 +211,11 @@ impl ModelCollector {
                     .map(|(name, help, _)| (*name, *help, labels())),
             )
             .chain([
-                (PENDING.0, PENDING.1, labels()),
                 (SEQUENCES_ACTIVE.0, SEQUENCES_ACTIVE.1, labels()),
                 (SEQUENCES_RELEASED.0, SEQUENCES_RELEASED.1, labels()),
             ])
             .chain(
-                SATURATION
+                GAUGES
                     .iter()
                     .map(|(name, help, _)| (*name, *help, labels())),
             )
@@ -340,11 +340,6 @@ impl Collector for ModelCollector {
             })
             .collect();
         families.push(family(FAILURE.0, FAILURE.1, MetricType::COUNTER, failures));
-        let pending = rows
-            .iter()
-            .map(|(m, v, s)| gauge(labels(&[("model", m), ("version", v)]), s.pending as f64))
-            .collect();
-        families.push(family(PENDING.0, PENDING.1, MetricType::GAUGE, pending));
         // Sequence models only.
         let sequences: Vec<_> = rows
             .iter()
@@ -359,7 +354,7 @@ impl Collector for ModelCollector {
                 )
             })
             .unzip();
-        for (name, help, value) in SATURATION {
+        for (name, help, value) in GAUGES {
             let metrics = rows
                 .iter()
                 .map(|(m, v, s)| gauge(labels(&[("model", m), ("version", v)]), value(s)))
