@@ -2,8 +2,9 @@
 """Batch scoring throughput, in one run, on the compute-bound MLP (256->1024->1024->10):
 
   1. raw tract: the model alone at batch 64, one thread (bench `time_model`);
-  2. `inferd batch` in process on a CSV and on JSON Lines of the same rows (batch 64), with one
-     model instance and with one per core (its default);
+  2. `inferd batch` in process on a CSV, on JSON Lines and on Parquet (one LIST column, and one
+     column per feature) of the same rows (batch 64), with one model instance and with one per
+     core (its default); Parquet also to a Parquet output;
   3. `inferd batch --url` against `inferd serve` (the same rows over HTTP);
   4. `mlserver infer` against MLServer 1.7.1 (onnxruntime, bench/peers) and `inferd batch` in
      process, both on the same file of V2 requests of 64 rows each (what `mlserver infer` reads).
@@ -64,6 +65,12 @@ def main():
         with open(jsonl_path, "w") as f:
             for row in x:
                 f.write('{"x": [' + ",".join(f"{v:.5f}" for v in row) + "]}\n")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        flat = pa.array(x.ravel())
+        pq.write_table(pa.table({"x": pa.ListArray.from_arrays(pa.array(np.arange(0, n * 256 + 1, 256, dtype=np.int32)),
+                                                                 flat)}), tmp / "rows.parquet")
+        pq.write_table(pa.table({f"f{i}": x[:, i] for i in range(256)}), tmp / "wide.parquet")
         v2_path = tmp / "requests.jsonl"
         with open(v2_path, "w") as f:
             for at in range(0, n, 64):
@@ -79,12 +86,16 @@ def main():
                   for _ in range(cores)]
         out[f"raw tract, batch 64, {cores} threads at once"] = sum(
             64 / json.loads(p.communicate()[0])["median_us"] * 1e6 for p in timers)
-        for name, path in [("csv", csv_path), ("jsonl", jsonl_path)]:
+        runs = [("csv", csv_path, "csv"), ("jsonl", jsonl_path, "jsonl"), ("parquet, list column", tmp / "rows.parquet",
+                "csv"), ("parquet, a column per feature", tmp / "wide.parquet", "csv")]
+        for name, path, ext in runs:
             for instances in (1, cores):
                 secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", path, "--output",
-                                 tmp / f"out-{name}-{instances}.{name}", "--batch-size", "64", "--instances",
-                                 instances)
+                                 tmp / f"out-{len(out)}.{ext}", "--batch-size", "64", "--instances", instances)
                 out[f"inferd batch in process, {name}, {instances} instance(s)"] = n / secs
+        secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", tmp / "rows.parquet", "--output",
+                         tmp / "out.parquet", "--batch-size", "64")
+        out[f"inferd batch in process, parquet list column to parquet, {cores} instance(s)"] = n / secs
         secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", v2_path, "--output",
                          tmp / "out-v2.jsonl")
         out["inferd batch in process, V2 request lines"] = n / secs
@@ -110,12 +121,13 @@ def main():
             if mlserver:
                 out["mlserver infer -> MLServer 1.7.1, V2 request lines"] = mlserver
         raw = out["raw tract, batch 64, 1 thread"]
+        raw_all = out[f"raw tract, batch 64, {cores} threads at once"]
         print(f"\n{n} rows of 256 FP32 values; MLP 256->1024->1024->10")
         print("(rows/s of whole commands: process start and model load included)")
-        print("| run | rows/s | vs raw tract |")
-        print("|---|---|---|")
+        print(f"| run | rows/s | vs raw tract, 1 thread | vs raw tract on all {cores} cores |")
+        print("|---|---|---|---|")
         for name, rate in out.items():
-            print(f"| {name} | {rate:.0f} | {rate / raw:.3f} |")
+            print(f"| {name} | {rate:.0f} | {rate / raw:.3f} | {rate / raw_all:.3f} |")
         print(f"inferd serve CPU-us per row under `inferd batch --url`: {server_us:.1f}")
         if mlserver:
             ours = out["inferd batch in process, V2 request lines"]

@@ -296,6 +296,52 @@ def test_parquet_in_and_out(repo, rows, scored, tmp_path):
     assert set(t.column("model_version").to_pylist()) == {"1"}
 
 
+def test_parquet_nulls_lists_and_other_types(repo, tmp_path):
+    """Parquet read through its column readers: optional scalars (null is NaN for a float input),
+    lists with null elements, empty and null lists, integer and text columns, a struct column
+    that no input uses, and several row groups; bad rows fail alone with their reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    good = [5.1, 3.5, 1.4, 0.2]
+    lists = [good, [6.7, None, 5.2, 2.3], [], None, [6.7, 3.0, 5.2, 2.3], good[:3]]
+    n = len(lists)
+    table = pa.table({
+        "id": pa.array([f"r{i}" for i in range(n)]),
+        "X": pa.array(lists, pa.list_(pa.float64())),
+        "meta": pa.array([{"a": i, "b": "x"} for i in range(n)]),
+    })
+    pq.write_table(table, tmp_path / "lists.parquet", row_group_size=4)
+    out, errors = tmp_path / "lists.jsonl", tmp_path / "lists.errors.jsonl"
+    done = batch("--model-repository", repo, "--model", "iris_logreg", "--input", tmp_path / "lists.parquet",
+                 "--output", out, "--errors", errors, "--id-column", "id", check=False)
+    assert done.returncode != 0 and "3 of 6 rows failed" in done.stderr, done.stderr
+    answered = {r["id"]: r for r in map(json.loads, open(out))}
+    assert sorted(answered) == ["r0", "r1", "r4"]
+    assert answered["r0"]["label"] == 0 and answered["r4"]["label"] == 2
+    failed = {r["id"]: r["error"] for r in map(json.loads, open(errors))}
+    assert sorted(failed) == ["r2", "r3", "r5"]
+    assert "takes 4 values per row, this row has 0" in failed["r2"], failed
+    assert "takes 4 values per row, this row has 1" in failed["r3"], failed  # a null list: one NaN
+    assert "this row has 3" in failed["r5"], failed
+
+    # Scalar columns: float with a null (NaN), int and text that reads as numbers.
+    table = pa.table({"a": pa.array([5.1, None, 6.7], pa.float32()), "b": pa.array([3, 3, 3], pa.int64()),
+                      "c": pa.array(["1.4", "1.4", "5.2"]), "d": pa.array([0.2, 0.2, 2.3])})
+    pq.write_table(table, tmp_path / "scalars.parquet")
+    out = tmp_path / "scalars.jsonl"
+    batch("--model-repository", repo, "--model", "iris_logreg", "--input", tmp_path / "scalars.parquet",
+          "--output", out)
+    lines = [json.loads(line) for line in open(out)]
+    assert [r["row"] for r in lines] == [0, 1, 2] and lines[2]["label"] == 2
+
+    # A column the model needs that is a struct: a clear reason for each row.
+    pq.write_table(pa.table({"X": pa.array([{"a": 1.0}])}), tmp_path / "struct.parquet")
+    done = batch("--model-repository", repo, "--model", "iris_logreg", "--input", tmp_path / "struct.parquet",
+                 "--output", tmp_path / "struct.jsonl", "--errors", tmp_path / "struct.errors.jsonl", check=False)
+    assert done.returncode != 0
+    assert "a struct, map, nested list or INT96 value is not a number" in (tmp_path / "struct.errors.jsonl").read_text()
+
+
 def test_the_batch_manifests_are_valid_kubernetes():
     import sys
     manifests = sorted((ROOT / "deploy" / "batch").glob("*.yaml"))

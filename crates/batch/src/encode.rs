@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 use crate::ModelInfo;
 use crate::model::Layout;
 use crate::reader::{Fields, Row};
-use crate::value::{Cell, Column};
+use crate::value::{Cell, Column, Value};
 
 /// A row of the chunk: its index and id.
 #[derive(Debug, Clone)]
@@ -30,8 +30,8 @@ pub struct Encoded {
 /// How rows map to inputs for this job.
 pub struct Mapping<'a> {
     pub model: &'a ModelInfo,
-    /// From the CSV header.
-    pub csv: Option<&'a Layout>,
+    /// From the CSV header or the Parquet columns.
+    pub layout: Option<&'a Layout>,
     /// `--columns`: for JSON rows of a one-input model, the keys forming its vector.
     pub columns: Option<&'a [String]>,
 }
@@ -66,7 +66,28 @@ impl Mapping<'_> {
         match &row.fields {
             Fields::Bad(why) => Err(why.clone()),
             Fields::V2(_) => Err("a V2 request among rows".into()),
-            Fields::Csv(record) => match self.csv {
+            Fields::Values(values) => match self.layout {
+                Some(Layout::Vector { fields }) => {
+                    for at in fields {
+                        let value = values.get(*at).unwrap_or(&Value::Null);
+                        columns[0].push_value(value).map_err(|e| {
+                            format!("column {} of input '{}': {e}", at + 1, inputs[0].name)
+                        })?;
+                    }
+                    Ok(())
+                }
+                Some(Layout::ByName { fields }) => {
+                    for ((input, column), at) in inputs.iter().zip(columns).zip(fields) {
+                        let value = at.and_then(|a| values.get(a)).unwrap_or(&Value::Null);
+                        column
+                            .push_value(value)
+                            .map_err(|e| format!("column '{}': {e}", input.name))?;
+                    }
+                    Ok(())
+                }
+                None => Err("Parquet values without the file's columns".into()),
+            },
+            Fields::Csv(record) => match self.layout {
                 Some(Layout::Vector { fields }) => {
                     for (i, at) in fields.iter().enumerate() {
                         let cell = record.get(*at).unwrap_or_default();

@@ -110,7 +110,7 @@ async fn score_chunk(
     let total = rows.len() as u64;
     let mapping = Mapping {
         model: scorer.model(),
-        csv: mapping.0.as_ref(),
+        layout: mapping.0.as_ref(),
         columns: mapping.1.as_deref(),
     };
     let first = rows.first().map_or(0, |r| r.index);
@@ -335,22 +335,19 @@ pub async fn run(
                 .map_err(BatchError::Usage)?,
             )
         }
-        Format::Jsonl | Format::Parquet => None,
+        // Columns map as a CSV header's do; a list column feeds a vector whole.
+        Format::Parquet => Some(
+            Layout::for_columns(
+                &model,
+                &crate::parquet_read::header(&files)?,
+                job.columns.as_deref(),
+                job.id_column.as_deref(),
+            )
+            .map_err(BatchError::Usage)?,
+        ),
+        Format::Jsonl => None,
     };
-    // Parquet rows feed a one-input model from every column but the id, unless named.
-    let columns = match (&job.columns, in_format, &model.inputs[..]) {
-        (None, Format::Parquet, [input]) => {
-            let names = crate::parquet_io::columns(&files[0].0, &files[0].1)?;
-            (!names.contains(&input.name)).then(|| {
-                names
-                    .into_iter()
-                    .filter(|n| Some(n.as_str()) != job.id_column.as_deref())
-                    .collect()
-            })
-        }
-        (c, _, _) => c.clone(),
-    };
-    let mapping = Arc::new((layout, columns));
+    let mapping = Arc::new((layout, job.columns.clone()));
     let id_name: Arc<str> = Arc::from(job.id_column.clone().unwrap_or_else(|| "row".into()));
     let rows_per_chunk = model.rows_per_request(job.batch_size);
     let concurrency = job.concurrency.max(1);

@@ -12,6 +12,7 @@ mod location;
 mod model;
 mod output;
 mod parquet_io;
+mod parquet_read;
 mod reader;
 mod scorer;
 mod value;

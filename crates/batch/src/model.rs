@@ -58,6 +58,27 @@ impl Layout {
         columns: Option<&[String]>,
         id_column: Option<&str>,
     ) -> Result<Layout, String> {
+        Layout::select(model, header, columns, id_column, true)
+    }
+
+    /// From a Parquet file's columns, as from a header; the number of values is checked per
+    /// row, as a list column holds several.
+    pub fn for_columns(
+        model: &ModelInfo,
+        names: &[String],
+        columns: Option<&[String]>,
+        id_column: Option<&str>,
+    ) -> Result<Layout, String> {
+        Layout::select(model, names, columns, id_column, false)
+    }
+
+    fn select(
+        model: &ModelInfo,
+        header: &[String],
+        columns: Option<&[String]>,
+        id_column: Option<&str>,
+        scalar_fields: bool,
+    ) -> Result<Layout, String> {
         let find = |name: &str| header.iter().position(|h| h == name);
         if columns.is_none() && model.inputs.iter().all(|i| find(&i.name).is_some()) {
             return Ok(Layout::ByName {
@@ -82,7 +103,7 @@ impl Layout {
         };
         let input = &model.inputs[0];
         let width: i64 = model.row_dims(input).iter().product();
-        if width > 0 && width as usize != fields.len() {
+        if scalar_fields && width > 0 && width as usize != fields.len() {
             return Err(format!(
                 "input '{}' takes {width} values per row ({:?}) but {} columns are selected",
                 input.name,

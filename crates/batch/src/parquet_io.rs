@@ -1,11 +1,9 @@
-//! Parquet rows in and out, on the parquet crate's own record and column APIs (no Arrow: a
-//! far smaller build). Input rows become JSON-like rows (list columns feed vector inputs);
-//! outputs are written in row groups, vectors as LIST columns.
+//! Parquet rows out, on the parquet crate's own column writers (no Arrow: a far smaller
+//! build): row groups, vectors as LIST columns, written as part files and joined at the end.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use inferd_core::TensorData;
 use parquet::data_type::{
@@ -14,75 +12,9 @@ use parquet::data_type::{
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
-use parquet::record::Field;
-use serde_json::{Map, Value as Json};
 
 use crate::BatchError;
 use crate::encode::RowKey;
-
-/// The column names of a Parquet file.
-pub fn columns(name: &str, path: &Path) -> Result<Vec<String>, BatchError> {
-    let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| BatchError::io(name, e))?;
-    let schema = reader.metadata().file_metadata().schema_descr();
-    Ok(schema
-        .root_schema()
-        .get_fields()
-        .iter()
-        .map(|f| f.name().to_string())
-        .collect())
-}
-
-fn json(field: &Field) -> Json {
-    match field {
-        Field::Null => Json::Null,
-        Field::Bool(b) => Json::Bool(*b),
-        Field::Byte(x) => (*x).into(),
-        Field::Short(x) => (*x).into(),
-        Field::Int(x) => (*x).into(),
-        Field::Long(x) => (*x).into(),
-        Field::UByte(x) => (*x).into(),
-        Field::UShort(x) => (*x).into(),
-        Field::UInt(x) => (*x).into(),
-        Field::ULong(x) => (*x).into(),
-        Field::Float(x) => serde_json::Number::from_f64(*x as f64).map_or(Json::Null, Json::Number),
-        Field::Double(x) => serde_json::Number::from_f64(*x).map_or(Json::Null, Json::Number),
-        Field::Str(s) => Json::String(s.clone()),
-        Field::ListInternal(list) => Json::Array(list.elements().iter().map(json).collect()),
-        other => Json::String(other.to_string()),
-    }
-}
-
-/// Reads `path` row by row into `emit` (false from it stops the reading).
-pub fn read(
-    name: &str,
-    path: &PathBuf,
-    bytes: &AtomicU64,
-    before: u64,
-    mut emit: impl FnMut(Result<Map<String, Json>, String>) -> bool,
-) -> Result<bool, BatchError> {
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| BatchError::io(name, e))?;
-    let total = reader.metadata().file_metadata().num_rows().max(1) as u64;
-    let rows = reader
-        .get_row_iter(None)
-        .map_err(|e| BatchError::io(name, e))?;
-    for (i, row) in rows.enumerate() {
-        let row = row.map(|r| {
-            r.get_column_iter()
-                .map(|(k, v)| (k.clone(), json(v)))
-                .collect::<Map<_, _>>()
-        });
-        if i % 1024 == 0 {
-            bytes.store(before + size * i as u64 / total, Ordering::Relaxed);
-        }
-        if !emit(row.map_err(|e| format!("{name} row {i}: {e}"))) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
 
 /// Output rows of a chunk, as columns.
 pub struct Table {

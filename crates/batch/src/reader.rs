@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value as Json};
 use tokio::sync::mpsc;
 
+use crate::value::Value;
 use crate::{BatchError, Format, Shard};
 
 /// A row's fields as read.
@@ -16,6 +17,8 @@ use crate::{BatchError, Format, Shard};
 pub enum Fields {
     Csv(csv::ByteRecord),
     Json(Map<String, Json>),
+    /// A Parquet row's values, in the file's column order.
+    Values(Vec<Value>),
     /// A whole V2 inference request (a line as `mlserver infer` takes).
     V2(Json),
     /// The row could not be read; why.
@@ -149,18 +152,15 @@ pub fn read(settings: ReadSettings, tx: mpsc::Sender<Vec<Row>>) -> Result<(), Ba
                 done_bytes,
             )?,
             Format::Parquet => {
-                let id_column = id_column.as_deref();
-                crate::parquet_io::read(name, path, &bytes, done_bytes, |row| {
-                    let (id, fields) = match row {
-                        Ok(map) => {
-                            let id = id_column
-                                .and_then(|c| map.get(c))
-                                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
-                            (id, Fields::Json(map))
-                        }
-                        Err(e) => (None, Fields::Bad(e)),
-                    };
-                    out.row(id, fields)
+                let id_at = match id_column.as_deref() {
+                    Some(c) => crate::parquet_read::columns(name, path)?
+                        .iter()
+                        .position(|n| n == c),
+                    None => None,
+                };
+                crate::parquet_read::read(name, path, &bytes, done_bytes, |values| {
+                    let id = id_at.and_then(|at| values.get(at)).and_then(Value::id);
+                    out.row(id, Fields::Values(values))
                 })?
             }
         };

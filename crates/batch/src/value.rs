@@ -1,5 +1,7 @@
-//! One field of a row, as read (CSV text or a JSON value), and its conversion to a tensor
-//! element of the input's datatype.
+//! One field of a row, as read (CSV text, a JSON value or a Parquet value), and its
+//! conversion to a tensor element of the input's datatype.
+
+use std::fmt;
 
 use inferd_core::{DataType, TensorData};
 use serde_json::Value as Json;
@@ -9,6 +11,47 @@ use serde_json::Value as Json;
 pub enum Cell<'a> {
     Text(&'a str),
     Json(&'a Json),
+}
+
+/// A typed value of a Parquet column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    /// A list of floating-point values without nulls.
+    Floats(Vec<f64>),
+    /// A struct, map, nested list or INT96 column, which no input takes.
+    Unreadable,
+}
+
+impl Value {
+    /// The value as a row id: text as it is, numbers printed; none for null.
+    pub fn id(&self) -> Option<String> {
+        match self {
+            Value::Null => None,
+            Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(x) => write!(f, "{x}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Bytes(b) => write!(f, "'{}'", String::from_utf8_lossy(b)),
+            Value::List(items) => write!(f, "a list of {} values", items.len()),
+            Value::Floats(items) => write!(f, "a list of {} values", items.len()),
+            Value::Unreadable => f.write_str("a struct, map, nested list or INT96 value"),
+        }
+    }
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -135,6 +178,43 @@ impl Column {
                 Cell::Json(Json::String(s)) => s.as_bytes().to_vec(),
                 Cell::Json(j) => j.to_string().into_bytes(),
             }),
+        }
+        Ok(())
+    }
+
+    /// Appends a Parquet value (a list appends each element): numbers as JSON numbers are
+    /// taken, text as a CSV cell.
+    pub fn push_value(&mut self, value: &Value) -> Result<(), String> {
+        match (self, value) {
+            (column, Value::List(items)) => {
+                for item in items {
+                    column.push_value(item)?;
+                }
+            }
+            (Column::Float(v, _), Value::Floats(items)) => v.extend_from_slice(items),
+            (column, Value::Floats(items)) => {
+                for x in items {
+                    column.push_value(&Value::Float(*x))?;
+                }
+            }
+            (Column::Bytes(v), Value::Bytes(b)) => v.push(b.clone()),
+            (Column::Bytes(_), Value::Unreadable | Value::Null) => {
+                return Err(format!("{value} is not text or bytes"));
+            }
+            (Column::Bytes(v), other) => v.push(other.to_string().into_bytes()),
+            (column, Value::Bytes(b)) => column.push_raw(b)?,
+            (Column::Float(v, _), Value::Null) => v.push(f64::NAN),
+            (Column::Float(v, _), Value::Float(x)) => v.push(*x),
+            (Column::Float(v, _), Value::Int(x)) => v.push(*x as f64),
+            (Column::Int(v, _), Value::Int(x)) => v.push(*x),
+            (Column::Uint(v, _), Value::Int(x)) if *x >= 0 => v.push(*x as u64),
+            (Column::Bool(v), Value::Bool(b)) => v.push(*b),
+            (Column::Float(..), other) => return Err(format!("{other} is not a number")),
+            (Column::Int(..), other) => return Err(format!("{other} is not an integer")),
+            (Column::Uint(..), other) => {
+                return Err(format!("{other} is not an unsigned integer"));
+            }
+            (Column::Bool(_), other) => return Err(format!("{other} is not a boolean")),
         }
         Ok(())
     }

@@ -1,0 +1,374 @@
+//! Parquet rows in, through the parquet crate's column readers: each column is decoded a
+//! page at a time into typed values, and rows are cut across the columns. (The crate's record
+//! API builds a `Row` of boxed `Field`s per row, about ten times slower on wide numeric
+//! tables.) Top-level primitive columns and LIST columns of primitives are read; a struct,
+//! map or nested list column reads as [`Value::Unreadable`] and fails only the rows that use it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parquet::basic::{ConvertedType, LogicalType, Repetition};
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::{ByteArray, DataType, FixedLenByteArray};
+use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
+use parquet::schema::types::{SchemaDescriptor, Type};
+
+use crate::BatchError;
+use crate::value::Value;
+
+/// Rows cut at a time: large enough that a page decodes in a few calls, small enough that a
+/// wide table's decoded values stay in cache.
+const ROWS_AT_ONCE: usize = 1024;
+
+/// The top-level column names of a Parquet file.
+pub fn columns(name: &str, path: &Path) -> Result<Vec<String>, BatchError> {
+    let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| BatchError::io(name, e))?;
+    let schema = reader.metadata().file_metadata().schema_descr();
+    Ok(schema
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect())
+}
+
+/// The column names every input file has (they must all have the same).
+pub fn header(files: &[(String, std::path::PathBuf)]) -> Result<Vec<String>, BatchError> {
+    let mut first: Option<(&str, Vec<String>)> = None;
+    for (name, path) in files {
+        let these = columns(name, path)?;
+        match &first {
+            None => first = Some((name, these)),
+            Some((other, names)) if *names != these => {
+                return Err(BatchError::Usage(format!(
+                    "{name} has other columns than {other}: {these:?} vs {names:?}"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(first.map(|(_, names)| names).unwrap_or_default())
+}
+
+/// Reads `path` into `emit`, a row at a time, each row's values in column order (false from
+/// `emit` stops the reading).
+pub fn read(
+    name: &str,
+    path: &Path,
+    bytes: &AtomicU64,
+    before: u64,
+    mut emit: impl FnMut(Vec<Value>) -> bool,
+) -> Result<bool, BatchError> {
+    let fail = |e: parquet::errors::ParquetError| BatchError::io(name, e);
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
+    let reader = SerializedFileReader::new(file).map_err(fail)?;
+    let metadata = reader.metadata();
+    let schema = metadata.file_metadata().schema_descr();
+    let total = metadata.file_metadata().num_rows().max(1) as u64;
+    let fields = schema.root_schema().get_fields().len();
+    let mut done = 0u64;
+    for group in 0..reader.num_row_groups() {
+        let group_reader = reader.get_row_group(group).map_err(fail)?;
+        let mut left = group_reader.metadata().num_rows() as usize;
+        let mut columns = (0..fields)
+            .map(|field| Column::open(schema, field, group_reader.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        while left > 0 {
+            let rows = left.min(ROWS_AT_ONCE);
+            for column in &mut columns {
+                column.fill(rows).map_err(fail)?;
+                if column.rows.done.len() < rows && !matches!(column.reader, Typed::Unreadable) {
+                    return Err(BatchError::io(
+                        name,
+                        format!(
+                            "column '{}' of row group {group} ends before its {} rows",
+                            column.name,
+                            group_reader.metadata().num_rows()
+                        ),
+                    ));
+                }
+            }
+            for _ in 0..rows {
+                let row = columns.iter_mut().map(Column::next).collect();
+                if !emit(row) {
+                    return Ok(false);
+                }
+            }
+            left -= rows;
+            done += rows as u64;
+            bytes.store(before + size * done / total, Ordering::Relaxed);
+        }
+    }
+    Ok(true)
+}
+
+/// A column reader of the physical types the batch job reads.
+enum Typed {
+    Bool(ColumnReaderImpl<parquet::data_type::BoolType>),
+    Int32(ColumnReaderImpl<parquet::data_type::Int32Type>),
+    Int64(ColumnReaderImpl<parquet::data_type::Int64Type>),
+    Float(ColumnReaderImpl<parquet::data_type::FloatType>),
+    Double(ColumnReaderImpl<parquet::data_type::DoubleType>),
+    Bytes(ColumnReaderImpl<parquet::data_type::ByteArrayType>),
+    Fixed(ColumnReaderImpl<parquet::data_type::FixedLenByteArrayType>),
+    Unreadable,
+}
+
+/// One top-level column of a row group: its reader and the rows decoded but not yet cut.
+struct Column {
+    name: String,
+    reader: Typed,
+    rows: Rows,
+}
+
+/// Records assembled from a column's levels and values.
+struct Rows {
+    max_def: i16,
+    max_rep: i16,
+    /// Definition level at which a list has an element (its repeated node is present).
+    element_def: i16,
+    done: VecDeque<Value>,
+    /// The list being assembled, until the next record starts.
+    open: Option<List>,
+    defs: Vec<i16>,
+    reps: Vec<i16>,
+    exhausted: bool,
+}
+
+impl Column {
+    fn open(
+        schema: &SchemaDescriptor,
+        field: usize,
+        group: &dyn RowGroupReader,
+    ) -> parquet::errors::Result<Column> {
+        let leaves: Vec<usize> = (0..schema.num_columns())
+            .filter(|leaf| schema.get_column_root_idx(*leaf) == field)
+            .collect();
+        let root = &schema.root_schema().get_fields()[field];
+        let mut column = Column {
+            name: root.name().to_string(),
+            reader: Typed::Unreadable,
+            rows: Rows {
+                max_def: 0,
+                max_rep: 0,
+                element_def: 0,
+                done: VecDeque::new(),
+                open: None,
+                defs: Vec::new(),
+                reps: Vec::new(),
+                exhausted: true,
+            },
+        };
+        let [leaf] = leaves[..] else {
+            return Ok(column);
+        };
+        let descriptor = schema.column(leaf);
+        let list = root.get_basic_info().converted_type() == ConvertedType::LIST
+            || matches!(
+                root.get_basic_info().logical_type_ref(),
+                Some(LogicalType::List)
+            );
+        if descriptor.max_rep_level() > 1 || (root.is_group() && !list) {
+            return Ok(column);
+        }
+        column.rows.max_def = descriptor.max_def_level();
+        column.rows.max_rep = descriptor.max_rep_level();
+        column.rows.element_def = element_def(root, &descriptor.path().parts()[1..]);
+        column.rows.exhausted = false;
+        column.reader = match group.get_column_reader(leaf)? {
+            ColumnReader::BoolColumnReader(r) => Typed::Bool(r),
+            ColumnReader::Int32ColumnReader(r) => Typed::Int32(r),
+            ColumnReader::Int64ColumnReader(r) => Typed::Int64(r),
+            ColumnReader::FloatColumnReader(r) => Typed::Float(r),
+            ColumnReader::DoubleColumnReader(r) => Typed::Double(r),
+            ColumnReader::ByteArrayColumnReader(r) => Typed::Bytes(r),
+            ColumnReader::FixedLenByteArrayColumnReader(r) => Typed::Fixed(r),
+            // Legacy INT96 timestamps: no tensor datatype takes them.
+            ColumnReader::Int96ColumnReader(_) => {
+                column.rows.exhausted = true;
+                Typed::Unreadable
+            }
+        };
+        Ok(column)
+    }
+
+    /// Decodes until `rows` records are complete or the column chunk ends.
+    fn fill(&mut self, rows: usize) -> parquet::errors::Result<()> {
+        while self.rows.done.len() < rows && !self.rows.exhausted {
+            let want = rows - self.rows.done.len();
+            let levels = match &mut self.reader {
+                Typed::Bool(r) => self.rows.decode(r, want, |b| Value::Bool(*b), |_| None)?,
+                Typed::Int32(r) => {
+                    self.rows
+                        .decode(r, want, |x| Value::Int(i64::from(*x)), |_| None)?
+                }
+                Typed::Int64(r) => self.rows.decode(r, want, |x| Value::Int(*x), |_| None)?,
+                Typed::Float(r) => {
+                    let float = |x: &f32| f64::from(*x);
+                    self.rows
+                        .decode(r, want, |x| Value::Float(float(x)), |x| Some(float(x)))?
+                }
+                Typed::Double(r) => {
+                    self.rows
+                        .decode(r, want, |x| Value::Float(*x), |x| Some(*x))?
+                }
+                Typed::Bytes(r) => self.rows.decode(
+                    r,
+                    want,
+                    |b: &ByteArray| Value::Bytes(b.data().to_vec()),
+                    |_| None,
+                )?,
+                Typed::Fixed(r) => self.rows.decode(
+                    r,
+                    want,
+                    |b: &FixedLenByteArray| Value::Bytes(b.data().to_vec()),
+                    |_| None,
+                )?,
+                Typed::Unreadable => 0,
+            };
+            if levels == 0 {
+                self.rows.end();
+            }
+        }
+        Ok(())
+    }
+
+    /// The next row's value (an unreadable column has one for every row).
+    fn next(&mut self) -> Value {
+        match self.reader {
+            Typed::Unreadable => Value::Unreadable,
+            _ => self.rows.done.pop_front().unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl Rows {
+    /// One read of up to `records` records; the levels read (0 at the end of the chunk).
+    /// `float` is the element as a float for floating-point columns, whose lists are kept as
+    /// plain floats (the feature vectors of most tables).
+    fn decode<T: DataType>(
+        &mut self,
+        reader: &mut ColumnReaderImpl<T>,
+        records: usize,
+        value: impl Fn(&T::T) -> Value,
+        float: impl Fn(&T::T) -> Option<f64>,
+    ) -> parquet::errors::Result<usize> {
+        let mut values = Vec::with_capacity(records);
+        self.defs.clear();
+        self.reps.clear();
+        let defs = (self.max_def > 0).then_some(&mut self.defs);
+        let reps = (self.max_rep > 0).then_some(&mut self.reps);
+        let (_, _, levels) = reader.read_records(records, defs, reps, &mut values)?;
+        let mut values = values.iter();
+        for i in 0..levels {
+            let def = if self.max_def > 0 {
+                self.defs[i]
+            } else {
+                self.max_def
+            };
+            if self.max_rep == 0 {
+                let v = if def == self.max_def {
+                    values.next().map_or(Value::Null, &value)
+                } else {
+                    Value::Null
+                };
+                self.done.push_back(v);
+                continue;
+            }
+            if self.reps[i] == 0
+                && let Some(list) = self.open.replace(List::Floats(Vec::new()))
+            {
+                self.done.push_back(list.into_value());
+            }
+            let Some(list) = &mut self.open else {
+                continue;
+            };
+            if def == self.max_def {
+                let Some(element) = values.next() else {
+                    continue;
+                };
+                match (list, float(element)) {
+                    (List::Floats(floats), Some(x)) => floats.push(x),
+                    (list, _) => list.push(value(element)),
+                }
+            } else if def >= self.element_def {
+                list.push(Value::Null);
+            } else if def < self.element_def - 1 {
+                *list = List::Null;
+            }
+        }
+        Ok(levels)
+    }
+
+    /// The column chunk ended: the open list is complete.
+    fn end(&mut self) {
+        self.exhausted = true;
+        if let Some(list) = self.open.take() {
+            self.done.push_back(list.into_value());
+        }
+    }
+}
+
+/// A list being assembled: plain floats while every element is one.
+enum List {
+    Floats(Vec<f64>),
+    Values(Vec<Value>),
+    Null,
+}
+
+impl List {
+    /// Appends an element that is not a plain float: the list holds values from here on.
+    fn push(&mut self, value: Value) {
+        match self {
+            List::Values(values) => values.push(value),
+            List::Floats(floats) => {
+                let mut values: Vec<Value> = floats.drain(..).map(Value::Float).collect();
+                values.push(value);
+                *self = List::Values(values);
+            }
+            List::Null => *self = List::Values(vec![value]),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            List::Floats(floats) => Value::Floats(floats),
+            List::Values(values) => Value::List(values),
+            List::Null => Value::Null,
+        }
+    }
+}
+
+/// The definition level at which the repeated node on `path` below `root` is present: each
+/// optional or repeated node on the way adds one.
+fn element_def(root: &Type, path: &[String]) -> i16 {
+    let mut level = 0;
+    let mut node = root;
+    let mut rest = path.iter();
+    loop {
+        let info = node.get_basic_info();
+        let repetition = if info.has_repetition() {
+            info.repetition()
+        } else {
+            Repetition::REQUIRED
+        };
+        if repetition != Repetition::REQUIRED {
+            level += 1;
+        }
+        if repetition == Repetition::REPEATED {
+            return level;
+        }
+        let Some(next) = rest.next().filter(|_| node.is_group()) else {
+            return level;
+        };
+        match node.get_fields().iter().find(|f| f.name() == next.as_str()) {
+            Some(child) => node = child,
+            None => return level,
+        }
+    }
+}
