@@ -61,53 +61,44 @@ fn shape_of(dims: &[i64], count: usize) -> Result<Vec<usize>, String> {
 }
 
 impl Mapping<'_> {
+    /// Pushes the fields the layout picks for each input; `push` takes a field by its position
+    /// (none when the row lacks it).
+    fn push_fields(
+        &self,
+        columns: &mut [Column],
+        push: impl Fn(&mut Column, Option<usize>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let inputs = &self.model.inputs;
+        match self.layout {
+            Some(Layout::Vector { fields }) => {
+                for (i, at) in fields.iter().enumerate() {
+                    push(&mut columns[0], Some(*at)).map_err(|e| {
+                        format!("column {} of input '{}': {e}", i + 1, inputs[0].name)
+                    })?;
+                }
+                Ok(())
+            }
+            Some(Layout::ByName { fields }) => {
+                for ((input, column), at) in inputs.iter().zip(columns).zip(fields) {
+                    push(column, *at).map_err(|e| format!("column '{}': {e}", input.name))?;
+                }
+                Ok(())
+            }
+            None => Err("a row without a CSV header or Parquet columns".into()),
+        }
+    }
+
     fn push_row(&self, row: &Row, columns: &mut [Column]) -> Result<(), String> {
         let inputs = &self.model.inputs;
         match &row.fields {
             Fields::Bad(why) => Err(why.clone()),
             Fields::V2(_) => Err("a V2 request among rows".into()),
-            Fields::Values(values) => match self.layout {
-                Some(Layout::Vector { fields }) => {
-                    for at in fields {
-                        let value = values.get(*at).unwrap_or(&Value::Null);
-                        columns[0].push_value(value).map_err(|e| {
-                            format!("column {} of input '{}': {e}", at + 1, inputs[0].name)
-                        })?;
-                    }
-                    Ok(())
-                }
-                Some(Layout::ByName { fields }) => {
-                    for ((input, column), at) in inputs.iter().zip(columns).zip(fields) {
-                        let value = at.and_then(|a| values.get(a)).unwrap_or(&Value::Null);
-                        column
-                            .push_value(value)
-                            .map_err(|e| format!("column '{}': {e}", input.name))?;
-                    }
-                    Ok(())
-                }
-                None => Err("Parquet values without the file's columns".into()),
-            },
-            Fields::Csv(record) => match self.layout {
-                Some(Layout::Vector { fields }) => {
-                    for (i, at) in fields.iter().enumerate() {
-                        let cell = record.get(*at).unwrap_or_default();
-                        columns[0].push_raw(cell).map_err(|e| {
-                            format!("column {} of input '{}': {e}", i + 1, inputs[0].name)
-                        })?;
-                    }
-                    Ok(())
-                }
-                Some(Layout::ByName { fields }) => {
-                    for ((input, column), at) in inputs.iter().zip(columns).zip(fields) {
-                        let cell = at.and_then(|a| record.get(a)).unwrap_or_default();
-                        column
-                            .push_raw(cell)
-                            .map_err(|e| format!("column '{}': {e}", input.name))?;
-                    }
-                    Ok(())
-                }
-                None => Err("a CSV row without a header".into()),
-            },
+            Fields::Values(values) => self.push_fields(columns, |column, at| {
+                column.push_value(at.and_then(|a| values.get(a)).unwrap_or(&Value::Null))
+            }),
+            Fields::Csv(record) => self.push_fields(columns, |column, at| {
+                column.push_raw(at.and_then(|a| record.get(a)).unwrap_or_default())
+            }),
             Fields::Json(map) => {
                 if let (Some(keys), [input]) = (self.columns, &inputs[..])
                     && !map.contains_key(&input.name)

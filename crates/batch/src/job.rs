@@ -326,22 +326,24 @@ pub async fn run(
         Format::Csv => {
             let header = reader::csv_header(&files)?;
             Some(
-                Layout::for_header(
+                Layout::for_fields(
                     &model,
                     &header,
                     job.columns.as_deref(),
                     job.id_column.as_deref(),
+                    false,
                 )
                 .map_err(BatchError::Usage)?,
             )
         }
         // Columns map as a CSV header's do; a list column feeds a vector whole.
         Format::Parquet => Some(
-            Layout::for_columns(
+            Layout::for_fields(
                 &model,
                 &crate::parquet_read::header(&files)?,
                 job.columns.as_deref(),
                 job.id_column.as_deref(),
+                true,
             )
             .map_err(BatchError::Usage)?,
         ),

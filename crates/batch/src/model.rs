@@ -43,41 +43,23 @@ impl ModelInfo {
 /// How a row's fields feed the model's inputs.
 #[derive(Debug, Clone)]
 pub enum Layout {
-    /// The model's one input, from these fields in this order (a CSV's feature columns).
+    /// The model's one input, from these fields in this order (the feature columns).
     Vector { fields: Vec<usize> },
-    /// Each input from the field of its name (CSV column or JSON key).
+    /// Each input from the field of its name (CSV or Parquet column).
     ByName { fields: Vec<Option<usize>> },
 }
 
 impl Layout {
-    /// From a CSV header: by name when every input has a column of its name, else the one
-    /// input from `columns` (default: all but `id_column`).
-    pub fn for_header(
+    /// From a CSV header or a Parquet file's columns: by name when every input has a column
+    /// of its name, else the one input from `columns` (default: all but `id_column`). With
+    /// `lists`, a field may hold several values (Parquet LIST columns): the number of values
+    /// is then checked per row rather than here.
+    pub fn for_fields(
         model: &ModelInfo,
         header: &[String],
         columns: Option<&[String]>,
         id_column: Option<&str>,
-    ) -> Result<Layout, String> {
-        Layout::select(model, header, columns, id_column, true)
-    }
-
-    /// From a Parquet file's columns, as from a header; the number of values is checked per
-    /// row, as a list column holds several.
-    pub fn for_columns(
-        model: &ModelInfo,
-        names: &[String],
-        columns: Option<&[String]>,
-        id_column: Option<&str>,
-    ) -> Result<Layout, String> {
-        Layout::select(model, names, columns, id_column, false)
-    }
-
-    fn select(
-        model: &ModelInfo,
-        header: &[String],
-        columns: Option<&[String]>,
-        id_column: Option<&str>,
-        scalar_fields: bool,
+        lists: bool,
     ) -> Result<Layout, String> {
         let find = |name: &str| header.iter().position(|h| h == name);
         if columns.is_none() && model.inputs.iter().all(|i| find(&i.name).is_some()) {
@@ -103,7 +85,7 @@ impl Layout {
         };
         let input = &model.inputs[0];
         let width: i64 = model.row_dims(input).iter().product();
-        if scalar_fields && width > 0 && width as usize != fields.len() {
+        if !lists && width > 0 && width as usize != fields.len() {
             return Err(format!(
                 "input '{}' takes {width} values per row ({:?}) but {} columns are selected",
                 input.name,
