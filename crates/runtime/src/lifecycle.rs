@@ -12,8 +12,9 @@ use std::sync::Arc;
 use inferd_core::{LoadedModel, ModelConfig};
 
 use crate::loader::LoadError;
+use crate::memory::Trimmer;
 use crate::registry::{ControlMode, Fingerprint, Problem, Runtime, Update, VersionState};
-use crate::{ModelSpec, RuntimeError, ServedModel, fingerprint, loader, memory, repository};
+use crate::{ModelSpec, RuntimeError, ServedModel, fingerprint, loader, repository};
 
 /// A model's versions fetched from its source into the cache.
 struct Fetched {
@@ -365,7 +366,9 @@ impl Runtime {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(loads.len());
         for (version, load) in loads {
             let outcome = match load.await {
-                Ok(Ok((spec, model))) => start_instances(spec, model, dir.clone()).await,
+                Ok(Ok((spec, model))) => {
+                    start_instances(spec, model, dir.clone(), self.trimmer.clone()).await
+                }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(LoadError::server("the load thread ended without an answer")),
             };
@@ -712,7 +715,7 @@ impl Runtime {
         // last request is answered.
         drop(released);
         if had_loads {
-            memory::release_free_memory();
+            self.trimmer.request();
         }
         if failures.is_empty() {
             Ok(())
@@ -830,9 +833,10 @@ async fn start_instances(
     spec: ModelSpec,
     model: Arc<dyn LoadedModel>,
     dir: PathBuf,
+    trimmer: Trimmer,
 ) -> Result<ServedModel, LoadError> {
     tokio::task::spawn_blocking(move || {
-        ServedModel::new(spec, model, &dir).map_err(LoadError::from)
+        ServedModel::new(spec, model, &dir, trimmer).map_err(LoadError::from)
     })
     .await
     .unwrap_or_else(|e| {

@@ -40,35 +40,67 @@ pub fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() {}
 
-/// Trims the allocator when dropped. The last field of a served model, so it runs after the
-/// scheduler has joined its threads and freed the model.
-pub struct ReleaseOnDrop;
+/// Returns free allocator memory to the OS (`malloc_trim`) after loads and unloads, at most
+/// once per interval. A trim walks every arena under its lock, and a request that needs one
+/// waits: a trim after each of 60 loads and evictions a second raised a hot model's p99 2.2x
+/// (1.45x without trims). Requests within an interval share one trim, made an interval after
+/// the first, on a thread that ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Trimmer {
+    requests: Option<std::sync::mpsc::Sender<()>>,
+}
 
-impl Drop for ReleaseOnDrop {
-    fn drop(&mut self) {
-        release_free_memory();
+impl Trimmer {
+    pub fn new(interval: std::time::Duration) -> Trimmer {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let coalesce = move || {
+            while rx.recv().is_ok() {
+                std::thread::sleep(interval);
+                while rx.try_recv().is_ok() {}
+                trim();
+            }
+        };
+        let started = std::thread::Builder::new()
+            .name("inferd-trim".into())
+            .spawn(coalesce)
+            .is_ok();
+        Trimmer {
+            requests: started.then_some(tx),
+        }
+    }
+
+    /// Asks for a trim within the interval (at once when the thread could not start).
+    pub fn request(&self) {
+        match &self.requests {
+            Some(tx) if tx.send(()).is_ok() => {}
+            _ => trim(),
+        }
     }
 }
 
-/// Returns free allocator memory to the OS: after a model is freed, and after a load (whose
-/// transient parsing and optimisation buffers would otherwise stay resident). On a thread of
-/// its own, as the trim walks every arena and the caller may be serving requests.
+impl Default for Trimmer {
+    fn default() -> Trimmer {
+        Trimmer::new(std::time::Duration::from_secs(1))
+    }
+}
+
+/// Asks for a trim when dropped. The last field of a served model, so it runs after the
+/// scheduler has joined its threads and freed the model.
+pub struct ReleaseOnDrop(pub Trimmer);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.request();
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn release_free_memory() {
-    let trim = || {
-        // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    };
-    if std::thread::Builder::new()
-        .name("inferd-trim".into())
-        .spawn(trim)
-        .is_err()
-    {
-        trim();
+fn trim() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_free_memory() {}
+fn trim() {}

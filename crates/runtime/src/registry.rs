@@ -284,6 +284,8 @@ pub struct Runtime {
     pub(crate) response_cache: Option<Arc<crate::cache::ResponseCache>>,
     /// Lazy mode's loads on demand and budget.
     pub(crate) lazy: Option<Arc<crate::budget::Lazy>>,
+    /// Returns memory freed by loads and unloads to the OS, coalesced.
+    pub(crate) trimmer: crate::memory::Trimmer,
 }
 
 impl Runtime {
@@ -308,6 +310,7 @@ impl Runtime {
             cache_root: crate::source::default_cache(),
             response_cache: None,
             lazy: None,
+            trimmer: crate::memory::Trimmer::default(),
         }
     }
 

@@ -386,10 +386,11 @@ impl Drop for Scheduler {
             let _ = std::thread::Builder::new()
                 .name("inferd-reaper".into())
                 .spawn(move || {
+                    // The served model asked for a trim when it was dropped; one batch
+                    // outliving that trim leaves its memory to the next.
                     workers.into_iter().for_each(|h| {
                         let _ = h.join();
                     });
-                    crate::memory::release_free_memory();
                 });
             return;
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use inferd_core::{LoadedModel, NamedTensor, SequenceStrategy, Tensor, TensorSpec};
 
 use crate::ensemble::Ensemble;
-use crate::memory::ReleaseOnDrop;
+use crate::memory::{ReleaseOnDrop, Trimmer};
 use crate::scheduler::{BatchOps, Policy, QueueError, Scheduler};
 use crate::sequence::{Flags, Sequences};
 use crate::stats::{ExecutionTimes, FailureReason, ModelStats, StatsSnapshot};
@@ -23,7 +23,8 @@ pub(crate) struct ServedModel {
     engine: Engine,
     stats: Arc<ModelStats>,
     /// Fields drop in order: this runs after the scheduler freed the model.
-    _release: ReleaseOnDrop,
+    /// Versions that ran a model ask for a trim of the memory it leaves (ensembles hold none).
+    _release: Option<ReleaseOnDrop>,
 }
 
 /// What runs the version's requests.
@@ -56,8 +57,9 @@ impl ServedModel {
         spec: ModelSpec,
         model: Arc<dyn LoadedModel>,
         model_dir: &Path,
+        trimmer: Trimmer,
     ) -> Result<ServedModel, String> {
-        Self::with_ops(spec, model, model_dir, BatchOps::default())
+        Self::with_ops(spec, model, model_dir, BatchOps::default(), trimmer)
     }
 
     pub(crate) fn with_ops(
@@ -65,6 +67,7 @@ impl ServedModel {
         model: Arc<dyn LoadedModel>,
         model_dir: &Path,
         ops: BatchOps,
+        trimmer: Trimmer,
     ) -> Result<ServedModel, String> {
         let warmup = warmup::runs(&spec, model_dir)?;
         let b = &spec.batching;
@@ -120,7 +123,7 @@ impl ServedModel {
                 model,
             },
             stats,
-            _release: ReleaseOnDrop,
+            _release: Some(ReleaseOnDrop(trimmer)),
         })
     }
 
@@ -130,7 +133,7 @@ impl ServedModel {
             spec: Arc::new(spec),
             engine: Engine::Ensemble(Arc::new(ensemble)),
             stats: Arc::new(ModelStats::default()),
-            _release: ReleaseOnDrop,
+            _release: None,
         }
     }
 

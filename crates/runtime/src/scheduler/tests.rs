@@ -81,7 +81,9 @@ fn serve_with(
         ran: Arc::clone(&ran),
     };
     (
-        Arc::new(ServedModel::with_ops(spec, Arc::new(model), &dir, ops).unwrap()),
+        Arc::new(
+            ServedModel::with_ops(spec, Arc::new(model), &dir, ops, Default::default()).unwrap(),
+        ),
         ran,
     )
 }
@@ -529,7 +531,7 @@ async fn a_panicking_backend_leaves_the_instance_serving() {
         inner,
         calls: AtomicUsize::new(0),
     });
-    let served = ServedModel::new(spec, model.clone(), &dir).unwrap();
+    let served = ServedModel::new(spec, model.clone(), &dir, Default::default()).unwrap();
     // Quick executions run inline on this thread once the model is known to be fast; panics
     // there must be caught as well as on the instance threads.
     for round in 0..20 {
@@ -552,7 +554,7 @@ async fn quick_models_run_on_the_callers_thread() {
     let config = ModelConfig::default();
     let model: Arc<dyn LoadedModel> = Arc::from(TractBackend.load(&dir, &config).unwrap());
     let spec = ModelSpec::derive("iris", 1, ("tract", "onnx"), &config, model.signature()).unwrap();
-    let served = ServedModel::new(spec, model, &dir).unwrap();
+    let served = ServedModel::new(spec, model, &dir, Default::default()).unwrap();
     let request = || InferRequest {
         inputs: vec![NamedTensor {
             name: "X".into(),
