@@ -145,7 +145,7 @@ pub fn run(args: BatchArgs) -> Result<(), String> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tract_onnx=error")),
         )
         .try_init();
-    inferd_runtime::memory::tune_allocator();
+    inferd_runtime::memory::tune_allocator(inferd_runtime::memory::Workload::Job);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("inferd-batch")

@@ -427,7 +427,7 @@ fn ratio(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    inferd_runtime::memory::tune_allocator();
+    inferd_runtime::memory::tune_allocator(inferd_runtime::memory::Workload::Server);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("inferd")
