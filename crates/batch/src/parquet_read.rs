@@ -22,6 +22,9 @@ use crate::value::Value;
 /// wide table's decoded values stay in cache.
 const ROWS_AT_ONCE: usize = 1024;
 
+/// Rows cut from the decoded columns at a time.
+const CUT_BLOCK: usize = 32;
+
 /// The top-level column names of a Parquet file.
 pub fn columns(name: &str, path: &Path) -> Result<Vec<String>, BatchError> {
     let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
@@ -93,11 +96,23 @@ pub fn read(
                     ));
                 }
             }
-            for _ in 0..rows {
-                let row = columns.iter_mut().map(Column::next).collect();
-                if !emit(row) {
-                    return Ok(false);
+            // Cut in blocks, column by column, so that the rows being built and each column's
+            // next values stay in cache (row by row across 256 columns missed on every value).
+            let mut cut = 0;
+            while cut < rows {
+                let block = (rows - cut).min(CUT_BLOCK);
+                let mut cut_rows: Vec<Vec<Value>> = (0..block)
+                    .map(|_| Vec::with_capacity(columns.len()))
+                    .collect();
+                for column in &mut columns {
+                    column.take(&mut cut_rows);
                 }
+                for row in cut_rows {
+                    if !emit(row) {
+                        return Ok(false);
+                    }
+                }
+                cut += block;
             }
             left -= rows;
             done += rows as u64;
@@ -241,12 +256,18 @@ impl Column {
         Ok(())
     }
 
-    /// The next row's value (an unreadable column has one for every row).
-    fn next(&mut self) -> Value {
-        match self.reader {
-            Typed::Unreadable => Value::Unreadable,
-            _ => self.rows.done.pop_front().unwrap_or(Value::Null),
+    /// Appends this column's next value to each of `rows` (an unreadable column has one for
+    /// every row).
+    fn take(&mut self, rows: &mut [Vec<Value>]) {
+        if let Typed::Unreadable = self.reader {
+            rows.iter_mut().for_each(|row| row.push(Value::Unreadable));
+            return;
         }
+        let n = rows.len().min(self.rows.done.len());
+        for (row, value) in rows.iter_mut().zip(self.rows.done.drain(..n)) {
+            row.push(value);
+        }
+        rows[n..].iter_mut().for_each(|row| row.push(Value::Null));
     }
 }
 
