@@ -116,7 +116,9 @@ pub fn read(
             }
             left -= rows;
             done += rows as u64;
-            bytes.store(before + size * done / total, Ordering::Relaxed);
+            // In u128: a file's size times its rows can pass u64.
+            let read = (u128::from(size) * u128::from(done) / u128::from(total)) as u64;
+            bytes.store(before + read, Ordering::Relaxed);
         }
     }
     Ok(true)
