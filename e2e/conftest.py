@@ -152,16 +152,22 @@ class Server:
         return self.proc.returncode
 
 
-def call(server, method, path, body=None):
-    """A JSON request to a server's HTTP port: (status, decoded JSON answer)."""
+def raw_call(server, method, path, body=None):
+    """A request with a JSON body to a server's HTTP port: (status, headers, answer bytes)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://{server.url}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
+            return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        return e.code, e.headers, e.read()
+
+
+def call(server, method, path, body=None):
+    """A JSON request to a server's HTTP port: (status, decoded JSON answer)."""
+    status, _, answer = raw_call(server, method, path, body)
+    return status, json.loads(answer or b"{}")
 
 
 def make_repository(path):

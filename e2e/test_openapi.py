@@ -10,12 +10,11 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, MODELS, ROOT, SECRETS, Server, binary, free_ports
+from conftest import FIXTURES, MODELS, ROOT, SECRETS, Server, binary, free_ports, raw_call
 
 DOC = ROOT / "docs" / "openapi.json"
 ROUTER = ROOT / "crates" / "server" / "src" / "http" / "mod.rs"
@@ -152,17 +151,6 @@ def repository(path):
     return path
 
 
-def call(server, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{server.url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     """Its own server, so the fuzzing may change anything (aliases, traffic, rollouts, log and
@@ -180,7 +168,7 @@ def srv(tmp_path_factory):
 
 
 def test_the_server_serves_this_document(srv):
-    status, headers, body = call(srv, "GET", "/v2/openapi.json")
+    status, headers, body = raw_call(srv, "GET", "/v2/openapi.json")
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     assert body == DOC.read_bytes(), "GET /v2/openapi.json is not docs/openapi.json: rebuild the server"
@@ -226,7 +214,7 @@ def test_every_model_and_every_answer_shape_conforms(srv):
     model, JSON and binary, V2 and V1; shared memory tensors; a shadow's figures; a rollout."""
     conform = conformance(srv)
 
-    _, _, index = call(srv, "POST", "/v2/repository/index")
+    _, _, index = raw_call(srv, "POST", "/v2/repository/index")
     models = sorted({row["name"] for row in json.loads(index)}) + ["iris_ab"]
     for model in models:
         for path in ["/v2/models/{model}", "/v2/models/{model}/config", "/v2/models/{model}/ready",
@@ -301,7 +289,7 @@ def test_every_model_and_every_answer_shape_conforms(srv):
     deadline = time.monotonic() + 10
 
     def shadow_figures():
-        return json.loads(call(srv, "GET", "/v2/models/iris_versions/traffic")[2])["shadow_figures"]
+        return json.loads(raw_call(srv, "GET", "/v2/models/iris_versions/traffic")[2])["shadow_figures"]
 
     while not any(f["match"] for f in shadow_figures()):
         assert time.monotonic() < deadline, "the shadow compared nothing"
@@ -320,7 +308,7 @@ def test_every_model_and_every_answer_shape_conforms(srv):
     for path in ["/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/stats", "/v2/logging",
                  "/v2/trace/setting", "/v2/streams", "/v1/models", "/v2/openapi.json"]:
         conform("GET", path)
-    assert [s["name"] for s in json.loads(call(srv, "GET", "/v2/streams")[2])["streams"]] == ["absent"]
+    assert [s["name"] for s in json.loads(raw_call(srv, "GET", "/v2/streams")[2])["streams"]] == ["absent"]
     conform("POST", "/v2/repository/index", body={"ready": True})
 
 
@@ -355,10 +343,10 @@ def test_refusals_under_auth_conform(tmp_path):
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(srv, tmp_path):
-    status, _, body = call(srv, "GET", "/v2/health/ready")
+    status, _, body = raw_call(srv, "GET", "/v2/health/ready")
     assert status == 200, body
     # An alias for the V1 /labels/ routes (the document's example label).
-    status, _, body = call(srv, "PUT", "/v2/models/iris_logreg/aliases/stable", {"version": "1"})
+    status, _, body = raw_call(srv, "PUT", "/v2/models/iris_logreg/aliases/stable", {"version": "1"})
     assert status == 200, body
 
     config = tmp_path / "schemathesis.toml"

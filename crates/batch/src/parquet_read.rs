@@ -217,10 +217,7 @@ impl Column {
     /// Decodes until `rows` records are complete or the column chunk ends.
     fn fill(&mut self, rows: usize) -> parquet::errors::Result<()> {
         while self.rows.done.len() < rows && !self.rows.exhausted {
-            // A list's values for 1024 rows would pass glibc's mmap threshold, and be mapped
-            // and unmapped on every read: lists are read a few rows at a time.
-            let at_once = if self.rows.max_rep > 0 { 32 } else { rows };
-            let want = (rows - self.rows.done.len()).min(at_once);
+            let want = rows - self.rows.done.len();
             let levels = match &mut self.reader {
                 Typed::Bool(r) => self.rows.decode(r, want, |b| Value::Bool(*b), |_| None)?,
                 Typed::Int32(r) => {
