@@ -152,6 +152,8 @@ struct Rows {
     done: VecDeque<Value>,
     /// The list being assembled, until the next record starts.
     open: Option<List>,
+    /// Elements of the last list: the next one's capacity.
+    last_len: usize,
     defs: Vec<i16>,
     reps: Vec<i16>,
     exhausted: bool,
@@ -176,6 +178,7 @@ impl Column {
                 element_def: 0,
                 done: VecDeque::new(),
                 open: None,
+                last_len: 0,
                 defs: Vec::new(),
                 reps: Vec::new(),
                 exhausted: true,
@@ -219,32 +222,31 @@ impl Column {
         while self.rows.done.len() < rows && !self.rows.exhausted {
             let want = rows - self.rows.done.len();
             let levels = match &mut self.reader {
-                Typed::Bool(r) => self.rows.decode(r, want, |b| Value::Bool(*b), |_| None)?,
+                Typed::Bool(r) => self.rows.decode(r, want, |b| Value::Bool(*b), refuse)?,
                 Typed::Int32(r) => {
                     self.rows
-                        .decode(r, want, |x| Value::Int(i64::from(*x)), |_| None)?
+                        .decode(r, want, |x| Value::Int(i64::from(*x)), refuse)?
                 }
-                Typed::Int64(r) => self.rows.decode(r, want, |x| Value::Int(*x), |_| None)?,
+                Typed::Int64(r) => self.rows.decode(r, want, |x| Value::Int(*x), refuse)?,
                 Typed::Float(r) => {
-                    let float = |x: &f32| f64::from(*x);
                     self.rows
-                        .decode(r, want, |x| Value::Float(float(x)), |x| Some(float(x)))?
+                        .decode(r, want, |x| Value::Float(f64::from(*x)), extend_plain)?
                 }
                 Typed::Double(r) => {
                     self.rows
-                        .decode(r, want, |x| Value::Float(*x), |x| Some(*x))?
+                        .decode(r, want, |x| Value::Float(*x), extend_plain)?
                 }
                 Typed::Bytes(r) => self.rows.decode(
                     r,
                     want,
                     |b: &ByteArray| Value::Bytes(b.data().to_vec()),
-                    |_| None,
+                    refuse,
                 )?,
                 Typed::Fixed(r) => self.rows.decode(
                     r,
                     want,
                     |b: &FixedLenByteArray| Value::Bytes(b.data().to_vec()),
-                    |_| None,
+                    refuse,
                 )?,
                 Typed::Unreadable => 0,
             };
@@ -272,58 +274,76 @@ impl Column {
 
 impl Rows {
     /// One read of up to `records` records; the levels read (0 at the end of the chunk).
-    /// `float` is the element as a float for floating-point columns, whose lists are kept as
-    /// plain floats (the feature vectors of most tables).
+    /// `extend` appends a run of present elements to a list of plain floats (floating-point
+    /// columns, whose lists are the feature vectors of most tables), or refuses it.
     fn decode<T: DataType>(
         &mut self,
         reader: &mut ColumnReaderImpl<T>,
         records: usize,
         value: impl Fn(&T::T) -> Value,
-        float: impl Fn(&T::T) -> Option<f64>,
+        extend: impl Fn(&mut List, &[T::T], usize) -> bool,
     ) -> parquet::errors::Result<usize> {
-        let mut values = Vec::with_capacity(records);
+        // Room for as many elements per record as the last list had: no regrowth per read.
+        let mut values = Vec::with_capacity(records * self.last_len.max(1));
         self.defs.clear();
         self.reps.clear();
         let defs = (self.max_def > 0).then_some(&mut self.defs);
         let reps = (self.max_rep > 0).then_some(&mut self.reps);
         let (_, _, levels) = reader.read_records(records, defs, reps, &mut values)?;
-        let mut values = values.iter();
-        for i in 0..levels {
+        let (mut next, mut i) = (0, 0);
+        while i < levels {
             let def = if self.max_def > 0 {
                 self.defs[i]
             } else {
                 self.max_def
             };
             if self.max_rep == 0 {
-                let v = if def == self.max_def {
-                    values.next().map_or(Value::Null, &value)
-                } else {
-                    Value::Null
+                let v = match values.get(next) {
+                    Some(x) if def == self.max_def => {
+                        next += 1;
+                        value(x)
+                    }
+                    _ => Value::Null,
                 };
                 self.done.push_back(v);
+                i += 1;
                 continue;
             }
             if self.reps[i] == 0
-                && let Some(list) = self.open.replace(List::Floats(Vec::new()))
+                && let Some(list) = self.open.replace(List::Empty)
             {
-                self.done.push_back(list.into_value());
+                self.finish(list);
             }
             let Some(list) = &mut self.open else {
+                i += 1;
                 continue;
             };
             if def == self.max_def {
-                let Some(element) = values.next() else {
+                // This element and those after it in the same list, none null.
+                let more = self.reps[i + 1..levels]
+                    .iter()
+                    .zip(&self.defs[i + 1..levels])
+                    .take_while(|(rep, def)| **rep != 0 && **def == self.max_def)
+                    .count();
+                let run = (1 + more).min(values.len() - next.min(values.len()));
+                if run == 0 {
+                    i += 1;
                     continue;
-                };
-                match (list, float(element)) {
-                    (List::Floats(floats), Some(x)) => floats.push(x),
-                    (list, _) => list.push(value(element)),
                 }
+                let elements = &values[next..next + run];
+                if extend(list, elements, self.last_len) {
+                    next += run;
+                    i += run;
+                    continue;
+                }
+                list.push(value(&elements[0]));
+                next += 1;
             } else if def >= self.element_def {
                 list.push(Value::Null);
             } else if def < self.element_def - 1 {
                 *list = List::Null;
             }
+            i += 1;
         }
         Ok(levels)
     }
@@ -332,14 +352,77 @@ impl Rows {
     fn end(&mut self) {
         self.exhausted = true;
         if let Some(list) = self.open.take() {
-            self.done.push_back(list.into_value());
+            self.finish(list);
         }
+    }
+
+    fn finish(&mut self, list: List) {
+        let value = list.into_value();
+        if let Value::Floats(v) = &value {
+            self.last_len = v.len();
+        } else if let Value::Floats32(v) = &value {
+            self.last_len = v.len();
+        }
+        self.done.push_back(value);
+    }
+}
+
+/// Elements of a column whose lists are never plain floats.
+fn refuse<T>(_: &mut List, _: &[T], _: usize) -> bool {
+    false
+}
+
+/// The elements of a floating-point column, kept in their own width.
+trait PlainFloat: Copy {
+    fn floats(list: &mut List) -> Option<&mut Vec<Self>>;
+    fn list(floats: Vec<Self>) -> List;
+}
+
+impl PlainFloat for f32 {
+    fn floats(list: &mut List) -> Option<&mut Vec<f32>> {
+        match list {
+            List::Floats32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn list(floats: Vec<f32>) -> List {
+        List::Floats32(floats)
+    }
+}
+
+impl PlainFloat for f64 {
+    fn floats(list: &mut List) -> Option<&mut Vec<f64>> {
+        match list {
+            List::Floats(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn list(floats: Vec<f64>) -> List {
+        List::Floats(floats)
+    }
+}
+
+/// Appends `run` to a list of plain floats (an empty list becomes one, with room for
+/// `capacity`); false for a list that already holds other values.
+fn extend_plain<F: PlainFloat>(list: &mut List, run: &[F], capacity: usize) -> bool {
+    if let List::Empty = list {
+        *list = F::list(Vec::with_capacity(capacity.max(run.len())));
+    }
+    match F::floats(list) {
+        Some(floats) => {
+            floats.extend_from_slice(run);
+            true
+        }
+        None => false,
     }
 }
 
 /// A list being assembled: plain floats while every element is one.
 enum List {
+    /// No element yet.
+    Empty,
     Floats(Vec<f64>),
+    Floats32(Vec<f32>),
     Values(Vec<Value>),
     Null,
 }
@@ -354,13 +437,23 @@ impl List {
                 values.push(value);
                 *self = List::Values(values);
             }
-            List::Null => *self = List::Values(vec![value]),
+            List::Floats32(floats) => {
+                let mut values: Vec<Value> = floats
+                    .drain(..)
+                    .map(|x| Value::Float(f64::from(x)))
+                    .collect();
+                values.push(value);
+                *self = List::Values(values);
+            }
+            List::Empty | List::Null => *self = List::Values(vec![value]),
         }
     }
 
     fn into_value(self) -> Value {
         match self {
+            List::Empty => Value::Floats(Vec::new()),
             List::Floats(floats) => Value::Floats(floats),
+            List::Floats32(floats) => Value::Floats32(floats),
             List::Values(values) => Value::List(values),
             List::Null => Value::Null,
         }

@@ -22,8 +22,11 @@ pub enum Value {
     Float(f64),
     Bytes(Vec<u8>),
     List(Vec<Value>),
-    /// A list of floating-point values without nulls.
+    /// A list of DOUBLE values without nulls.
     Floats(Vec<f64>),
+    /// A list of FLOAT values without nulls, kept in their width (the feature vectors of
+    /// most tables feed FP32 inputs as they are).
+    Floats32(Vec<f32>),
     /// A struct, map, nested list or INT96 column, which no input takes.
     Unreadable,
 }
@@ -49,6 +52,7 @@ impl fmt::Display for Value {
             Value::Bytes(b) => write!(f, "'{}'", String::from_utf8_lossy(b)),
             Value::List(items) => write!(f, "a list of {} values", items.len()),
             Value::Floats(items) => write!(f, "a list of {} values", items.len()),
+            Value::Floats32(items) => write!(f, "a list of {} values", items.len()),
             Value::Unreadable => f.write_str("a struct, map, nested list or INT96 value"),
         }
     }
@@ -72,6 +76,9 @@ fn missing_bytes(b: &[u8]) -> bool {
 
 /// Elements of one input for a chunk of rows, typed as they are gathered.
 pub enum Column {
+    /// FP32, the common input: each value narrowed as it is pushed (as `finish` would).
+    F32(Vec<f32>),
+    /// FP16, BF16 and FP64.
     Float(Vec<f64>, DataType),
     Int(Vec<i64>, DataType),
     Uint(Vec<u64>, DataType),
@@ -88,7 +95,8 @@ impl Column {
     pub fn new(datatype: DataType, capacity: usize) -> Column {
         use DataType::*;
         match datatype {
-            F16 | BF16 | F32 | F64 => Column::Float(Vec::with_capacity(capacity), datatype),
+            F32 => Column::F32(Vec::with_capacity(capacity)),
+            F16 | BF16 | F64 => Column::Float(Vec::with_capacity(capacity), datatype),
             I8 | I16 | I32 | I64 => Column::Int(Vec::with_capacity(capacity), datatype),
             U8 | U16 | U32 | U64 => Column::Uint(Vec::with_capacity(capacity), datatype),
             Bool => Column::Bool(Vec::with_capacity(capacity)),
@@ -98,6 +106,7 @@ impl Column {
 
     pub fn len(&self) -> usize {
         match self {
+            Column::F32(v) => v.len(),
             Column::Float(v, _) => v.len(),
             Column::Int(v, _) => v.len(),
             Column::Uint(v, _) => v.len(),
@@ -109,26 +118,31 @@ impl Column {
     /// Appends a CSV cell (bytes not yet checked as UTF-8: numbers need not be). The hot path
     /// of feature tables: floats straight from the bytes.
     pub fn push_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
-        if let Column::Float(v, _) = self {
+        if let Column::F32(_) | Column::Float(..) = self {
             let b = trim(bytes);
-            if missing_bytes(b) {
-                v.push(f64::NAN);
-                return Ok(());
-            }
-            return match fast_float2::parse::<f64, _>(b) {
-                Ok(x) => {
-                    v.push(x);
-                    Ok(())
-                }
-                Err(_) => Err(format!(
-                    "'{}' is not a number",
-                    String::from_utf8_lossy(bytes)
-                )),
+            let x = if missing_bytes(b) {
+                f64::NAN
+            } else {
+                fast_float2::parse::<f64, _>(b)
+                    .map_err(|_| format!("'{}' is not a number", String::from_utf8_lossy(bytes)))?
             };
+            self.push_float(x);
+            return Ok(());
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|_| format!("'{}' is not UTF-8", String::from_utf8_lossy(bytes)))?;
         self.push(Cell::Text(text))
+    }
+
+    /// Appends a float to a floating-point column (false for other columns). Text and JSON
+    /// numbers are read as f64 first, as the server reads JSON, so both round alike.
+    fn push_float(&mut self, x: f64) -> bool {
+        match self {
+            Column::F32(v) => v.push(x as f32),
+            Column::Float(v, _) => v.push(x),
+            _ => return false,
+        }
+        true
     }
 
     /// Appends one element; a list value appends each of its elements.
@@ -140,15 +154,18 @@ impl Column {
             return Ok(());
         }
         match self {
-            Column::Float(v, _) => v.push(match cell {
-                Cell::Text(t) if missing(t) => f64::NAN,
-                Cell::Text(t) => t
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("'{t}' is not a number"))?,
-                Cell::Json(Json::Null) => f64::NAN,
-                Cell::Json(j) => j.as_f64().ok_or_else(|| format!("{j} is not a number"))?,
-            }),
+            Column::F32(_) | Column::Float(..) => {
+                let x = match cell {
+                    Cell::Text(t) if missing(t) => f64::NAN,
+                    Cell::Text(t) => t
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("'{t}' is not a number"))?,
+                    Cell::Json(Json::Null) => f64::NAN,
+                    Cell::Json(j) => j.as_f64().ok_or_else(|| format!("{j} is not a number"))?,
+                };
+                self.push_float(x);
+            }
             Column::Int(v, _) => v.push(match cell {
                 Cell::Text(t) => t
                     .trim()
@@ -191,10 +208,20 @@ impl Column {
                     column.push_value(item)?;
                 }
             }
+            (Column::F32(v), Value::Floats32(items)) => v.extend_from_slice(items),
+            (Column::F32(v), Value::Floats(items)) => v.extend(items.iter().map(|x| *x as f32)),
             (Column::Float(v, _), Value::Floats(items)) => v.extend_from_slice(items),
+            (Column::Float(v, _), Value::Floats32(items)) => {
+                v.extend(items.iter().map(|x| f64::from(*x)));
+            }
             (column, Value::Floats(items)) => {
                 for x in items {
                     column.push_value(&Value::Float(*x))?;
+                }
+            }
+            (column, Value::Floats32(items)) => {
+                for x in items {
+                    column.push_value(&Value::Float(f64::from(*x)))?;
                 }
             }
             (Column::Bytes(v), Value::Bytes(b)) => v.push(b.clone()),
@@ -203,13 +230,21 @@ impl Column {
             }
             (Column::Bytes(v), other) => v.push(other.to_string().into_bytes()),
             (column, Value::Bytes(b)) => column.push_raw(b)?,
-            (Column::Float(v, _), Value::Null) => v.push(f64::NAN),
-            (Column::Float(v, _), Value::Float(x)) => v.push(*x),
-            (Column::Float(v, _), Value::Int(x)) => v.push(*x as f64),
+            (column @ (Column::F32(_) | Column::Float(..)), Value::Null) => {
+                column.push_float(f64::NAN);
+            }
+            (column @ (Column::F32(_) | Column::Float(..)), Value::Float(x)) => {
+                column.push_float(*x);
+            }
+            (column @ (Column::F32(_) | Column::Float(..)), Value::Int(x)) => {
+                column.push_float(*x as f64);
+            }
             (Column::Int(v, _), Value::Int(x)) => v.push(*x),
             (Column::Uint(v, _), Value::Int(x)) if *x >= 0 => v.push(*x as u64),
             (Column::Bool(v), Value::Bool(b)) => v.push(*b),
-            (Column::Float(..), other) => return Err(format!("{other} is not a number")),
+            (Column::F32(_) | Column::Float(..), other) => {
+                return Err(format!("{other} is not a number"));
+            }
             (Column::Int(..), other) => return Err(format!("{other} is not an integer")),
             (Column::Uint(..), other) => {
                 return Err(format!("{other} is not an unsigned integer"));
@@ -222,6 +257,7 @@ impl Column {
     /// Drops elements past `len` (a row that failed half-way).
     pub fn truncate(&mut self, len: usize) {
         match self {
+            Column::F32(v) => v.truncate(len),
             Column::Float(v, _) => v.truncate(len),
             Column::Int(v, _) => v.truncate(len),
             Column::Uint(v, _) => v.truncate(len),
@@ -244,7 +280,7 @@ impl Column {
                 .collect()
         }
         Ok(match self {
-            Column::Float(v, F32) => TensorData::F32(v.into_iter().map(|x| x as f32).collect()),
+            Column::F32(v) => TensorData::F32(v),
             Column::Float(v, F16) => {
                 TensorData::F16(v.into_iter().map(half::f16::from_f64).collect())
             }
@@ -263,42 +299,5 @@ impl Column {
             Column::Bool(v) => TensorData::Bool(v),
             Column::Bytes(v) => TensorData::Bytes(v),
         })
-    }
-}
-
-/// Appends element `i` of `data` as text: CSV (`json` false: strings as they are, NaN as
-/// empty) or JSON (strings quoted, NaN and infinities as null). Floats print in their own
-/// width's shortest form (an FP32 0.95914 stays 0.95914).
-pub fn write_element(out: &mut String, data: &TensorData, i: usize, json: bool) {
-    use std::fmt::Write;
-    fn float(out: &mut String, x: impl std::fmt::Display, finite: bool, json: bool) {
-        if finite {
-            let _ = write!(out, "{x}");
-        } else if json {
-            out.push_str("null");
-        }
-    }
-    match data {
-        TensorData::Bool(v) => out.push_str(if v[i] { "true" } else { "false" }),
-        TensorData::U8(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::U16(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::U32(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::U64(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::I8(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::I16(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::I32(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::I64(v) => write!(out, "{}", v[i]).unwrap_or(()),
-        TensorData::F16(v) => float(out, v[i], v[i].is_finite(), json),
-        TensorData::BF16(v) => float(out, v[i], v[i].is_finite(), json),
-        TensorData::F32(v) => float(out, v[i], v[i].is_finite(), json),
-        TensorData::F64(v) => float(out, v[i], v[i].is_finite(), json),
-        TensorData::Bytes(v) => {
-            let text = String::from_utf8_lossy(&v[i]);
-            if json {
-                out.push_str(&Json::String(text.into_owned()).to_string());
-            } else {
-                out.push_str(&text);
-            }
-        }
     }
 }
