@@ -3,6 +3,7 @@
 //! through a [`Scorer`]: the runtime in this process (`runtime.infer`, so the scheduler and
 //! dynamic batcher of `serve`) or running servers (the CLI's HTTP scorer).
 
+mod cell_text;
 mod checkpoint;
 mod encode;
 mod error;

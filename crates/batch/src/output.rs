@@ -5,10 +5,10 @@ use inferd_core::TensorData;
 use serde_json::Value as Json;
 
 use crate::Format;
+use crate::cell_text::{csv_text, integer, json_text, write_element};
 use crate::encode::RowKey;
 use crate::parquet_io::Table;
 use crate::scorer::Scored;
-use crate::value::write_element;
 
 pub struct Formatted {
     pub text: Vec<u8>,
@@ -51,58 +51,63 @@ pub fn rows(
     let mut text = Vec::with_capacity(n * 64);
     match format {
         Format::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(&mut text);
-            let mut record: Vec<String> = Vec::with_capacity(header.len());
+            let mut version = Vec::new();
+            csv_text(&mut version, scored.version.as_bytes());
             for (r, key) in keys.iter().enumerate() {
-                record.clear();
-                record.push(key.id.clone().unwrap_or_else(|| key.index.to_string()));
+                match &key.id {
+                    Some(id) => csv_text(&mut text, id.as_bytes()),
+                    None => integer(&mut text, key.index),
+                }
                 for (_, data, per) in &outputs {
                     for k in 0..*per {
-                        let mut cell = String::new();
-                        write_element(&mut cell, data, r * per + k, false);
-                        record.push(cell);
+                        text.push(b',');
+                        write_element(&mut text, data, r * per + k, false);
                     }
                 }
-                record.push(scored.version.clone());
-                w.write_record(&record).map_err(|e| e.to_string())?;
+                text.push(b',');
+                text.extend_from_slice(&version);
+                text.push(b'\n');
             }
-            w.flush().map_err(|e| e.to_string())?;
         }
         Format::Parquet => return Err("Parquet rows are written by the Parquet sink".into()),
         Format::Jsonl => {
-            let mut line = String::new();
+            let quoted = |name: &str| {
+                let mut out = Vec::new();
+                json_text(&mut out, name);
+                out
+            };
+            let id_key = quoted(id_name);
+            let names: Vec<Vec<u8>> = outputs.iter().map(|(name, ..)| quoted(name)).collect();
+            let mut version = b",\"model_version\":".to_vec();
+            json_text(&mut version, &scored.version);
             for (r, key) in keys.iter().enumerate() {
-                line.clear();
-                line.push('{');
-                line.push_str(&Json::String(id_name.to_string()).to_string());
-                line.push(':');
+                text.push(b'{');
+                text.extend_from_slice(&id_key);
+                text.push(b':');
                 match &key.id {
-                    Some(id) => line.push_str(&Json::String(id.clone()).to_string()),
-                    None => line.push_str(&key.index.to_string()),
+                    Some(id) => json_text(&mut text, id),
+                    None => integer(&mut text, key.index),
                 }
-                for (name, data, per) in &outputs {
-                    line.push(',');
-                    line.push_str(&Json::String(name.to_string()).to_string());
-                    line.push(':');
-                    if *per != 1 || !stacked {
-                        line.push('[');
+                for ((_, data, per), name) in outputs.iter().zip(&names) {
+                    text.push(b',');
+                    text.extend_from_slice(name);
+                    text.push(b':');
+                    let list = *per != 1 || !stacked;
+                    if list {
+                        text.push(b'[');
                     }
                     for k in 0..*per {
                         if k > 0 {
-                            line.push(',');
+                            text.push(b',');
                         }
-                        write_element(&mut line, data, r * per + k, true);
+                        write_element(&mut text, data, r * per + k, true);
                     }
-                    if *per != 1 || !stacked {
-                        line.push(']');
+                    if list {
+                        text.push(b']');
                     }
                 }
-                line.push_str(",\"model_version\":");
-                line.push_str(&Json::String(scored.version.clone()).to_string());
-                line.push_str("}\n");
-                text.extend_from_slice(line.as_bytes());
+                text.extend_from_slice(&version);
+                text.extend_from_slice(b"}\n");
             }
         }
     }
