@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use inferd_core::TensorData;
+use parquet::basic::Type as PhysicalType;
 use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type,
 };
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::BatchError;
 use crate::encode::RowKey;
@@ -25,6 +27,23 @@ pub struct Table {
 }
 
 pub const ROW_GROUP: usize = 65_536;
+
+/// Snappy; no dictionary for floating-point columns, whose scores are nearly all distinct
+/// (the writer hashed every value before falling back to plain pages: most of the writer's
+/// CPU). Labels, ids and the version keep theirs.
+fn properties(schema: &SchemaDescriptor) -> WriterProperties {
+    let mut builder =
+        WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY);
+    for column in schema.columns() {
+        if matches!(
+            column.physical_type(),
+            PhysicalType::FLOAT | PhysicalType::DOUBLE
+        ) {
+            builder = builder.set_column_dictionary_enabled(column.path().clone(), false);
+        }
+    }
+    builder.build()
+}
 
 fn physical(data: &TensorData) -> &'static str {
     match data {
@@ -163,10 +182,9 @@ impl ParquetSink {
                 .map_err(|e| BatchError::io(self.path.display(), e))?;
             let file =
                 File::create(&self.path).map_err(|e| BatchError::io(self.path.display(), e))?;
-            let props = WriterProperties::builder()
-                .set_compression(parquet::basic::Compression::SNAPPY)
-                .build();
-            let writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props))
+            let schema = Arc::new(schema);
+            let props = properties(&SchemaDescriptor::new(Arc::clone(&schema)));
+            let writer = SerializedFileWriter::new(file, schema, Arc::new(props))
                 .map_err(|e| BatchError::io(self.path.display(), e))?;
             self.writer = Some(writer);
         }
@@ -337,9 +355,7 @@ impl ParquetSink {
                     let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
                     let file =
                         File::create(output).map_err(|e| BatchError::io(output.display(), e))?;
-                    let props = WriterProperties::builder()
-                        .set_compression(parquet::basic::Compression::SNAPPY)
-                        .build();
+                    let props = properties(metadata.file_metadata().schema_descr());
                     writer.insert(
                         SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(err)?,
                     )
