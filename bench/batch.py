@@ -9,7 +9,10 @@
   4. `mlserver infer` against MLServer 1.7.1 (onnxruntime, bench/peers) and `inferd batch` in
      process, both on the same file of V2 requests of 64 rows each (what `mlserver infer` reads).
 
-Rows/s and ratios; server CPU-us per row for the server runs (from /proc/<pid>/stat).
+Rows/s and ratios; server CPU-us per row for the server runs (from /proc/<pid>/stat). The
+in-process runs and raw tract go in rounds (`--rounds`, 3 by default), one of each per round, and
+each row reports its median: this VM's speed drifts by about 10% over a minute, and a drift then
+touches every row of a round alike rather than one row.
 
     cargo build --release -p inferd && cargo build --release -p inferd --example time_model
     bench/peers/setup.sh        # for MLServer (skipped with a note when absent)
@@ -48,6 +51,7 @@ def run_batch(*args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = args.rows - args.rows % 64
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,28 +81,43 @@ def main():
                 data = ",".join(f"{v:.5f}" for v in x[at:at + 64].ravel())
                 f.write('{"inputs": [{"name": "x", "datatype": "FP32", "shape": [64, 256], "data": [' + data + "]}]}\n")
 
-        out = {}
-        t = json.loads(subprocess.check_output([str(TIMER), str(repo / "mlp" / "1"), "64", "200"]))
-        out["raw tract, batch 64, 1 thread"] = 64 / t["median_us"] * 1e6
-        # One timer per core at once: what the model alone gets from the whole machine.
         cores = os.cpu_count() or 1
-        timers = [subprocess.Popen([str(TIMER), str(repo / "mlp" / "1"), "64", "200"], stdout=subprocess.PIPE)
-                  for _ in range(cores)]
-        out[f"raw tract, batch 64, {cores} threads at once"] = sum(
-            64 / json.loads(p.communicate()[0])["median_us"] * 1e6 for p in timers)
-        runs = [("csv", csv_path, "csv"), ("jsonl", jsonl_path, "jsonl"), ("parquet, list column", tmp / "rows.parquet",
-                "csv"), ("parquet, a column per feature", tmp / "wide.parquet", "csv")]
-        for name, path, ext in runs:
+
+        def raw_one():
+            t = json.loads(subprocess.check_output([str(TIMER), str(repo / "mlp" / "1"), "64", "200"]))
+            return 64 / t["median_us"] * 1e6
+
+        def raw_all():
+            # One timer per core at once: what the model alone gets from the whole machine.
+            timers = [subprocess.Popen([str(TIMER), str(repo / "mlp" / "1"), "64", "200"], stdout=subprocess.PIPE)
+                      for _ in range(cores)]
+            return sum(64 / json.loads(p.communicate()[0])["median_us"] * 1e6 for p in timers)
+
+        def in_process(path, ext, *extra):
+            def go():
+                out_path = tmp / f"out.{ext}"
+                for old in tmp.glob(f"out.{ext}*"):  # the last round's output and its errors file
+                    old.unlink()
+                return n / run_batch("--model-repository", repo, "--model", "mlp", "--input", path, "--output",
+                                     out_path, *extra)
+            return go
+
+        runs = {"raw tract, batch 64, 1 thread": raw_one, f"raw tract, batch 64, {cores} threads at once": raw_all}
+        inputs = [("csv", csv_path, "csv"), ("jsonl", jsonl_path, "jsonl"),
+                  ("parquet, list column", tmp / "rows.parquet", "csv"),
+                  ("parquet, a column per feature", tmp / "wide.parquet", "csv")]
+        for name, path, ext in inputs:
             for instances in (1, cores):
-                secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", path, "--output",
-                                 tmp / f"out-{len(out)}.{ext}", "--batch-size", "64", "--instances", instances)
-                out[f"inferd batch in process, {name}, {instances} instance(s)"] = n / secs
-        secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", tmp / "rows.parquet", "--output",
-                         tmp / "out.parquet", "--batch-size", "64")
-        out[f"inferd batch in process, parquet list column to parquet, {cores} instance(s)"] = n / secs
-        secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", v2_path, "--output",
-                         tmp / "out-v2.jsonl")
-        out["inferd batch in process, V2 request lines"] = n / secs
+                runs[f"inferd batch in process, {name}, {instances} instance(s)"] = in_process(
+                    path, ext, "--batch-size", "64", "--instances", instances)
+        runs[f"inferd batch in process, parquet list column to parquet, {cores} instance(s)"] = in_process(
+            tmp / "rows.parquet", "parquet", "--batch-size", "64")
+        runs["inferd batch in process, V2 request lines"] = in_process(v2_path, "jsonl")
+        rates = {name: [] for name in runs}
+        for _ in range(args.rounds):
+            for name, go in runs.items():
+                rates[name].append(go())
+        out = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
 
         http, grpc, metrics = free_ports(3)
         server = subprocess.Popen([str(INFERD), "serve", "--model-repository", str(repo), "--http-port", str(http),
@@ -123,7 +142,8 @@ def main():
         raw = out["raw tract, batch 64, 1 thread"]
         raw_all = out[f"raw tract, batch 64, {cores} threads at once"]
         print(f"\n{n} rows of 256 FP32 values; MLP 256->1024->1024->10")
-        print("(rows/s of whole commands: process start and model load included)")
+        print(f"(rows/s of whole commands: process start and model load included; median of {args.rounds} rounds,"
+              " except the --url and MLServer rows)")
         print(f"| run | rows/s | vs raw tract, 1 thread | vs raw tract on all {cores} cores |")
         print("|---|---|---|---|")
         for name, rate in out.items():
