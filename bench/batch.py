@@ -85,21 +85,24 @@ def main():
 
         def raw_one():
             t = json.loads(subprocess.check_output([str(TIMER), str(repo / "mlp" / "1"), "64", "200"]))
-            return 64 / t["median_us"] * 1e6
+            return 64 / t["median_us"] * 1e6, None
 
         def raw_all():
             # One timer per core at once: what the model alone gets from the whole machine.
             timers = [subprocess.Popen([str(TIMER), str(repo / "mlp" / "1"), "64", "200"], stdout=subprocess.PIPE)
                       for _ in range(cores)]
-            return sum(64 / json.loads(p.communicate()[0])["median_us"] * 1e6 for p in timers)
+            return sum(64 / json.loads(p.communicate()[0])["median_us"] * 1e6 for p in timers), None
 
         def in_process(path, ext, *extra):
             def go():
                 out_path = tmp / f"out.{ext}"
                 for old in tmp.glob(f"out.{ext}*"):  # the last round's output and its errors file
                     old.unlink()
-                return n / run_batch("--model-repository", repo, "--model", "mlp", "--input", path, "--output",
-                                     out_path, *extra)
+                secs = run_batch("--model-repository", repo, "--model", "mlp", "--input", path, "--output",
+                                 out_path, "--summary", tmp / "summary.json", *extra)
+                # The job's own rate: from reading its first row, after process start and model load.
+                # (Its seconds, not its rows/s: a V2 request line counts as one row there.)
+                return n / secs, n / json.loads((tmp / "summary.json").read_text())["seconds"]
             return go
 
         runs = {"raw tract, batch 64, 1 thread": raw_one, f"raw tract, batch 64, {cores} threads at once": raw_all}
@@ -117,7 +120,11 @@ def main():
         for _ in range(args.rounds):
             for name, go in runs.items():
                 rates[name].append(go())
-        out = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
+
+        def median(values):
+            return sorted(values)[len(values) // 2]
+        out = {name: median([whole for whole, _ in r]) for name, r in rates.items()}
+        steady = {name: median([job for _, job in r]) for name, r in rates.items() if r[0][1] is not None}
 
         http, grpc, metrics = free_ports(3)
         server = subprocess.Popen([str(INFERD), "serve", "--model-repository", str(repo), "--http-port", str(http),
@@ -148,6 +155,12 @@ def main():
         print("|---|---|---|---|")
         for name, rate in out.items():
             print(f"| {name} | {rate:.0f} | {rate / raw:.3f} | {rate / raw_all:.3f} |")
+        print("\nThe in-process jobs' own rows/s (their --summary: from the first row read, after process start and"
+              " model load, as raw tract's figure is)")
+        print(f"| run | rows/s | vs raw tract on all {cores} cores |")
+        print("|---|---|---|")
+        for name, rate in steady.items():
+            print(f"| {name} | {rate:.0f} | {rate / raw_all:.3f} |")
         print(f"inferd serve CPU-us per row under `inferd batch --url`: {server_us:.1f}")
         if mlserver:
             ours = out["inferd batch in process, V2 request lines"]
