@@ -12,6 +12,7 @@ mod job;
 mod location;
 mod model;
 mod output;
+mod parquet_file;
 mod parquet_io;
 mod parquet_read;
 mod reader;
