@@ -10,9 +10,10 @@
      process, both on the same file of V2 requests of 64 rows each (what `mlserver infer` reads).
 
 Rows/s and ratios; server CPU-us per row for the server runs (from /proc/<pid>/stat). The
-in-process runs and raw tract go in rounds (`--rounds`, 3 by default), one of each per round, and
-each row reports its median: this VM's speed drifts by about 10% over a minute, and a drift then
-touches every row of a round alike rather than one row.
+in-process runs and raw tract go in rounds (`--rounds`, 3 by default), and each row reports its
+median. This VM's speed drifts by about 10% within a minute, so each in-process run is paired with
+a raw tract run on all cores just before it (half a second), and its ratio is the median of its
+rounds' ratios to that run.
 
     cargo build --release -p inferd && cargo build --release -p inferd --example time_model
     bench/peers/setup.sh        # for MLServer (skipped with a note when absent)
@@ -119,12 +120,16 @@ def main():
         rates = {name: [] for name in runs}
         for _ in range(args.rounds):
             for name, go in runs.items():
-                rates[name].append(go())
+                paired = raw_all()[0] if not name.startswith("raw") else None
+                rates[name].append((*go(), paired))
 
         def median(values):
             return sorted(values)[len(values) // 2]
-        out = {name: median([whole for whole, _ in r]) for name, r in rates.items()}
-        steady = {name: median([job for _, job in r]) for name, r in rates.items() if r[0][1] is not None}
+        out = {name: median([whole for whole, _, _ in r]) for name, r in rates.items()}
+        # name: (median rows/s, median ratio to the paired raw run), for the in-process runs
+        paired = {name: (median([w / p for w, _, p in r]), median([j / p for _, j, p in r]))
+                  for name, r in rates.items() if r[0][2] is not None}
+        steady = {name: median([job for _, job, _ in r]) for name, r in rates.items() if r[0][1] is not None}
 
         http, grpc, metrics = free_ports(3)
         server = subprocess.Popen([str(INFERD), "serve", "--model-repository", str(repo), "--http-port", str(http),
@@ -151,16 +156,18 @@ def main():
         print(f"\n{n} rows of 256 FP32 values; MLP 256->1024->1024->10")
         print(f"(rows/s of whole commands: process start and model load included; median of {args.rounds} rounds,"
               " except the --url and MLServer rows)")
-        print(f"| run | rows/s | vs raw tract, 1 thread | vs raw tract on all {cores} cores |")
+        print(f"| run | rows/s | vs raw tract, 1 thread | vs raw tract on all {cores} cores"
+              " (in process: median of its ratios to a raw run just before it) |")
         print("|---|---|---|---|")
         for name, rate in out.items():
-            print(f"| {name} | {rate:.0f} | {rate / raw:.3f} | {rate / raw_all:.3f} |")
+            ratio = paired[name][0] if name in paired else rate / raw_all
+            print(f"| {name} | {rate:.0f} | {rate / raw:.3f} | {ratio:.3f} |")
         print("\nThe in-process jobs' own rows/s (their --summary: from the first row read, after process start and"
               " model load, as raw tract's figure is)")
-        print(f"| run | rows/s | vs raw tract on all {cores} cores |")
+        print(f"| run | rows/s | vs raw tract on all {cores} cores, paired |")
         print("|---|---|---|")
         for name, rate in steady.items():
-            print(f"| {name} | {rate:.0f} | {rate / raw_all:.3f} |")
+            print(f"| {name} | {rate:.0f} | {paired[name][1]:.3f} |")
         print(f"inferd serve CPU-us per row under `inferd batch --url`: {server_us:.1f}")
         if mlserver:
             ours = out["inferd batch in process, V2 request lines"]
