@@ -284,8 +284,9 @@ impl Rows {
         value: impl Fn(&T::T) -> Value,
         extend: impl Fn(&mut List, &[T::T], usize) -> bool,
     ) -> parquet::errors::Result<usize> {
-        // Room for as many elements per record as the last list had: no regrowth per read.
-        let mut values = Vec::with_capacity(records * self.last_len.max(1));
+        // Room for as many elements per record as the last list had (no regrowth per read),
+        // within reason: one huge list must not size every later read.
+        let mut values = Vec::with_capacity((records * self.last_len.max(1)).min(1 << 20));
         self.defs.clear();
         self.reps.clear();
         let defs = (self.max_def > 0).then_some(&mut self.defs);
@@ -332,13 +333,12 @@ impl Rows {
                     continue;
                 }
                 let elements = &values[next..next + run];
-                if extend(list, elements, self.last_len) {
-                    next += run;
-                    i += run;
-                    continue;
+                if !extend(list, elements, self.last_len) {
+                    elements.iter().for_each(|x| list.push(value(x)));
                 }
-                list.push(value(&elements[0]));
-                next += 1;
+                next += run;
+                i += run;
+                continue;
             } else if def >= self.element_def {
                 list.push(Value::Null);
             } else if def < self.element_def - 1 {
