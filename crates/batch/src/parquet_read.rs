@@ -57,14 +57,15 @@ pub fn header(files: &[(String, std::path::PathBuf)]) -> Result<Vec<String>, Bat
     Ok(first.map(|(_, names)| names).unwrap_or_default())
 }
 
-/// Reads `path` into `emit`, a row at a time, each row's values in column order (false from
-/// `emit` stops the reading).
+/// Reads `path` into `emit`, a row at a time: the row's id (the value of `id_column`) and its
+/// values in column order (false from `emit` stops the reading).
 pub fn read(
     name: &str,
     path: &Path,
+    id_column: Option<&str>,
     bytes: &AtomicU64,
     before: u64,
-    mut emit: impl FnMut(Vec<Value>) -> bool,
+    mut emit: impl FnMut(Option<String>, Vec<Value>) -> bool,
 ) -> Result<bool, BatchError> {
     let fail = |e: parquet::errors::ParquetError| BatchError::io(name, e);
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -73,7 +74,9 @@ pub fn read(
     let metadata = reader.metadata();
     let schema = metadata.file_metadata().schema_descr();
     let total = metadata.file_metadata().num_rows().max(1) as u64;
-    let fields = schema.root_schema().get_fields().len();
+    let fields = schema.root_schema().get_fields();
+    let id_at = id_column.and_then(|c| fields.iter().position(|f| f.name() == c));
+    let fields = fields.len();
     let mut done = 0u64;
     for group in 0..reader.num_row_groups() {
         let group_reader = reader.get_row_group(group).map_err(fail)?;
@@ -109,7 +112,8 @@ pub fn read(
                     column.take(&mut cut_rows);
                 }
                 for row in cut_rows {
-                    if !emit(row) {
+                    let id = id_at.and_then(|at| row.get(at)).and_then(Value::id);
+                    if !emit(id, row) {
                         return Ok(false);
                     }
                 }

@@ -151,18 +151,14 @@ pub fn read(settings: ReadSettings, tx: mpsc::Sender<Vec<Row>>) -> Result<(), Ba
                 &bytes,
                 done_bytes,
             )?,
-            Format::Parquet => {
-                let id_at = match id_column.as_deref() {
-                    Some(c) => crate::parquet_read::columns(name, path)?
-                        .iter()
-                        .position(|n| n == c),
-                    None => None,
-                };
-                crate::parquet_read::read(name, path, &bytes, done_bytes, |values| {
-                    let id = id_at.and_then(|at| values.get(at)).and_then(Value::id);
-                    out.row(id, Fields::Values(values))
-                })?
-            }
+            Format::Parquet => crate::parquet_read::read(
+                name,
+                path,
+                id_column.as_deref(),
+                &bytes,
+                done_bytes,
+                |id, values| out.row(id, Fields::Values(values)),
+            )?,
         };
         done_bytes += size;
         bytes.store(done_bytes, Ordering::Relaxed);

@@ -32,6 +32,16 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value as an element of a floating-point input: null is NaN.
+    fn as_float(&self) -> Option<f64> {
+        match self {
+            Value::Null => Some(f64::NAN),
+            Value::Float(x) => Some(*x),
+            Value::Int(x) => Some(*x as f64),
+            _ => None,
+        }
+    }
+
     /// The value as a row id: text as it is, numbers printed; none for null.
     pub fn id(&self) -> Option<String> {
         match self {
@@ -134,15 +144,14 @@ impl Column {
         self.push(Cell::Text(text))
     }
 
-    /// Appends a float to a floating-point column (false for other columns). Text and JSON
-    /// numbers are read as f64 first, as the server reads JSON, so both round alike.
-    fn push_float(&mut self, x: f64) -> bool {
+    /// Appends a float; callers match a floating-point column first. Text and JSON numbers
+    /// are read as f64 first, as the server reads JSON, so both round alike.
+    fn push_float(&mut self, x: f64) {
         match self {
             Column::F32(v) => v.push(x as f32),
             Column::Float(v, _) => v.push(x),
-            _ => return false,
+            Column::Int(..) | Column::Uint(..) | Column::Bool(_) | Column::Bytes(_) => {}
         }
-        true
     }
 
     /// Appends one element; a list value appends each of its elements.
@@ -230,21 +239,15 @@ impl Column {
             }
             (Column::Bytes(v), other) => v.push(other.to_string().into_bytes()),
             (column, Value::Bytes(b)) => column.push_raw(b)?,
-            (column @ (Column::F32(_) | Column::Float(..)), Value::Null) => {
-                column.push_float(f64::NAN);
-            }
-            (column @ (Column::F32(_) | Column::Float(..)), Value::Float(x)) => {
-                column.push_float(*x);
-            }
-            (column @ (Column::F32(_) | Column::Float(..)), Value::Int(x)) => {
-                column.push_float(*x as f64);
+            (column @ (Column::F32(_) | Column::Float(..)), other) => {
+                let x = other
+                    .as_float()
+                    .ok_or_else(|| format!("{other} is not a number"))?;
+                column.push_float(x);
             }
             (Column::Int(v, _), Value::Int(x)) => v.push(*x),
             (Column::Uint(v, _), Value::Int(x)) if *x >= 0 => v.push(*x as u64),
             (Column::Bool(v), Value::Bool(b)) => v.push(*b),
-            (Column::F32(_) | Column::Float(..), other) => {
-                return Err(format!("{other} is not a number"));
-            }
             (Column::Int(..), other) => return Err(format!("{other} is not an integer")),
             (Column::Uint(..), other) => {
                 return Err(format!("{other} is not an unsigned integer"));
