@@ -16,7 +16,6 @@ use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
 use parquet::schema::types::{SchemaDescriptor, Type};
 
 use crate::BatchError;
-use crate::parquet_file::PagedFile;
 use crate::value::Value;
 
 /// Rows cut at a time: large enough that a page decodes in a few calls, small enough that a
@@ -70,7 +69,8 @@ pub fn read(
     let fail = |e: parquet::errors::ParquetError| BatchError::io(name, e);
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
-    let reader = SerializedFileReader::new(PagedFile::new(file)).map_err(fail)?;
+    let pages = crate::parquet_file::map(&file).map_err(|e| BatchError::io(name, e))?;
+    let reader = SerializedFileReader::new(pages).map_err(fail)?;
     let metadata = reader.metadata();
     let schema = metadata.file_metadata().schema_descr();
     let total = metadata.file_metadata().num_rows().max(1) as u64;
