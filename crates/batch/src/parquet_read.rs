@@ -67,9 +67,9 @@ pub fn read(
     mut emit: impl FnMut(Option<String>, Vec<Value>) -> bool,
 ) -> Result<bool, BatchError> {
     let fail = |e: parquet::errors::ParquetError| BatchError::io(name, e);
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let file = File::open(path).map_err(|e| BatchError::io(name, e))?;
     let pages = crate::parquet_file::map(&file).map_err(|e| BatchError::io(name, e))?;
+    let size = pages.len() as u64;
     let reader = SerializedFileReader::new(pages).map_err(fail)?;
     let metadata = reader.metadata();
     let schema = metadata.file_metadata().schema_descr();
@@ -363,10 +363,10 @@ impl Rows {
 
     fn finish(&mut self, list: List) {
         let value = list.into_value();
-        if let Value::Floats(v) = &value {
-            self.last_len = v.len();
-        } else if let Value::Floats32(v) = &value {
-            self.last_len = v.len();
+        match &value {
+            Value::Floats(v) => self.last_len = v.len(),
+            Value::Floats32(v) => self.last_len = v.len(),
+            _ => {}
         }
         self.done.push_back(value);
     }
